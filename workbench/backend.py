@@ -1,0 +1,143 @@
+"""Array backend: NumPy, or CuPy when it imports *and* a CUDA device answers.
+
+The choice is made once, on first use, and can be forced with ``WORKBENCH_BACKEND=numpy|cupy``.
+Compute code asks for ``xp = get_namespace()`` and never imports CuPy itself; results cross
+to plots, xarray and files through :func:`to_host`.
+
+Modelled on scikit-learn's ``sklearn/utils/_array_api.py``: one module owns dispatch.
+
+Examples
+--------
+>>> from workbench import backend
+>>> xp = backend.get_namespace()
+>>> backend.to_host(xp.arange(3)).tolist()
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+_ENV_VAR = "WORKBENCH_BACKEND"
+_CHOICES = ("numpy", "cupy")
+
+
+def _cupy_if_working() -> ModuleType | None:
+    """Return the cupy module if it imports and a device runs a kernel, else None.
+
+    Every probe is wrapped: a CuPy wheel without a driver, a driver without a device, or a
+    device that fails its first kernel all mean "no GPU" rather than an import-time crash.
+    """
+    try:
+        import cupy  # noqa: PLC0415 - optional dependency, probed lazily
+    except Exception:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+        # A real kernel launch: a device can be counted yet unusable (driver mismatch).
+        if int(cupy.arange(4).sum()) != 6:
+            return None
+    except Exception:
+        return None
+    return cupy
+
+
+@functools.cache
+def get_namespace() -> ModuleType:
+    """The array namespace every compute function uses (``numpy`` or ``cupy``).
+
+    Raises
+    ------
+    ValueError
+        If ``WORKBENCH_BACKEND`` names an unknown backend.
+    RuntimeError
+        If ``WORKBENCH_BACKEND=cupy`` is requested but no working device is found.
+    """
+    requested = os.environ.get(_ENV_VAR, "").strip().lower()
+    if requested and requested not in _CHOICES:
+        raise ValueError(f"{_ENV_VAR}={requested!r}: choose one of {', '.join(_CHOICES)}")
+    if requested == "numpy":
+        return np
+    cupy = _cupy_if_working()
+    if requested == "cupy" and cupy is None:
+        raise RuntimeError(f"{_ENV_VAR}=cupy but CuPy cannot import or no CUDA device answers")
+    return cupy if cupy is not None else np
+
+
+def reset() -> None:
+    """Forget the cached choice (tests use this after changing ``WORKBENCH_BACKEND``)."""
+    get_namespace.cache_clear()
+
+
+def backend_name() -> str:
+    """``"numpy"`` or ``"cupy"``: the namespace in use."""
+    return get_namespace().__name__.split(".")[0]
+
+
+def is_gpu() -> bool:
+    """True when compute runs on a CUDA device."""
+    return backend_name() == "cupy"
+
+
+def to_host(array: Any) -> np.ndarray:
+    """Copy an array (NumPy, CuPy, or a Python scalar/sequence) to a NumPy array on the host."""
+    if hasattr(array, "get") and type(array).__module__.startswith("cupy"):
+        return array.get()
+    return np.asarray(array)
+
+
+def asarray(array: Any, dtype: Any = None) -> Any:
+    """Move host data onto the active backend (no copy under NumPy when the dtype matches)."""
+    return get_namespace().asarray(array, dtype=dtype)
+
+
+def device_description() -> dict[str, str]:
+    """What ``workbench info`` prints: backend, device, versions."""
+    info = {
+        "backend": backend_name(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": f"{platform.machine()} / {os.cpu_count()} CPU cores",
+    }
+    if is_gpu():
+        xp = get_namespace()
+        try:
+            props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
+            name = props["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            mem = props["totalGlobalMem"] / 2**30
+            info["device"] = f"{name} ({mem:.0f} GiB)"
+        except Exception as exc:  # a description must never crash `workbench info`
+            info["device"] = f"CUDA device (properties unavailable: {exc})"
+        info["cupy"] = xp.__version__
+    else:
+        info["device"] = "CPU"
+    return info
+
+
+def free_memory_bytes() -> int:
+    """Memory available for one array workload: device memory under CuPy, else host RAM.
+
+    Used to cap user-controlled problem sizes with a clear message instead of an OOM kill.
+    """
+    if is_gpu():
+        try:
+            free, _total = get_namespace().cuda.runtime.memGetInfo()
+            return int(free)
+        except Exception:
+            pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30  # conservative default where /proc is absent

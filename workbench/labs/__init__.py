@@ -1,0 +1,1 @@
+"""One module per lab: a param Study plus its compute functions."""

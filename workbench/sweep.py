@@ -1,0 +1,252 @@
+"""Grid sweeps over a Study's parameters -> one labelled :class:`xarray.Dataset`.
+
+``run(study, grid)`` evaluates every point of a Cartesian grid (``{"name": [v1, v2, ...]}``) or
+of an explicit list of points (``[{"a": 1, "b": 2}, ...]``). Finished points are cached on disk
+under a key of (lab, every parameter value, code version), each written atomically, so an
+interrupted sweep resumes where it stopped. Parameters the Study lists in ``vectorized`` are
+evaluated in one call per combination of the other parameters (one GEMM for all bandwidths).
+
+Executors are a small interface (``map(fn, tasks)`` yielding results as they finish): in-process
+by default; anything with the same method (e.g. a Dask client wrapper) can be passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import xarray as xr
+
+from workbench.study import Study, StudyInputError
+
+ProgressCallback = Callable[[int, int], None]
+
+#: Upper bound on points in one sweep: a user-controlled size, so it is bounded.
+MAX_POINTS = 100_000
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]: ...
+
+
+class InProcessExecutor:
+    """Evaluate tasks one after another in this process (the default)."""
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
+        for task in tasks:
+            yield fn(task)
+
+
+def default_cache_dir() -> Path:
+    """``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    env = os.environ.get("WORKBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "workbench"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value.is_integer():
+        return value  # keep 1.0 distinct from 1 only by type, which json preserves
+    return value
+
+
+def point_key(lab: str, values: Mapping[str, Any], code_version: str) -> str:
+    """Stable cache key for one evaluated point."""
+    payload = json.dumps(
+        {"lab": lab, "code": code_version, "params": {k: _jsonable(v) for k, v in values.items()}},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _write_atomically(ds: xr.Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".nc.part")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)  # atomic on POSIX: a reader sees the old file or the whole new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]):
+    """(swept names, list of point dicts, nested shape or None for an explicit list)."""
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        axes = [list(np.atleast_1d(np.asarray(grid[n], dtype=object))) for n in names]
+        if any(len(a) == 0 for a in axes):
+            raise StudyInputError("every swept parameter needs at least one value")
+        points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+        return names, points, [len(a) for a in axes]
+    points = [dict(p) for p in grid]
+    if not points:
+        raise StudyInputError("the list of points is empty")
+    names = sorted({k for p in points for k in p})
+    return names, points, None
+
+
+def _evaluate_task(task: tuple[type[Study], dict[str, Any], str | None, list[Any]]) -> xr.Dataset:
+    """Run one task: a Study class, fixed values, and optionally one vectorized axis."""
+    study_cls, fixed, vec_name, vec_values = task
+    study = study_cls(**fixed)
+    if vec_name is None:
+        return study.evaluate()
+    return study.evaluate(**{vec_name: vec_values})
+
+
+def run(
+    study: Study,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    *,
+    executor: Executor | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: ProgressCallback | None = None,
+    show_progress: bool | None = None,
+) -> xr.Dataset:
+    """Evaluate ``study`` over ``grid`` and return one Dataset with a dim per swept parameter.
+
+    Parameters
+    ----------
+    study
+        Supplies the lab and the values of every parameter that is not swept.
+    grid
+        ``{"bandwidth": [0.5, 1.0]}`` (Cartesian product over keys, dims in key order) or a list
+        of point dicts (then the result has a ``point`` dim with each parameter as a coordinate).
+    executor
+        Anything with ``map(fn, tasks)``; defaults to :class:`InProcessExecutor`.
+    cache_dir, use_cache
+        Where finished points are stored (default :func:`default_cache_dir`).
+    progress
+        ``progress(done, total)`` after every finished point (apps drive a progress bar with it).
+    show_progress
+        tqdm bar; default: only when stderr is a terminal.
+    """
+    names, points, shape = _grid_points(grid)
+    if len(points) > MAX_POINTS:
+        raise StudyInputError(f"{len(points)} points requested; a sweep is capped at {MAX_POINTS}")
+    base = study.values()
+    full_points = []
+    for p in points:
+        # validate on a copy so ``study`` itself is left untouched
+        candidate = type(study)(**base)
+        candidate.checked_update(**p)  # bounds/type checks with a user-facing message
+        full_points.append(candidate.values())
+
+    lab, version = study.lab, type(study).code_version()
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    keys = [point_key(lab, v, version) for v in full_points]
+    paths = [cache_root / lab / f"{k}.nc" for k in keys]
+    results: list[xr.Dataset | None] = [None] * len(points)
+    if use_cache:
+        for i, path in enumerate(paths):
+            if path.exists():
+                try:
+                    results[i] = xr.load_dataset(path, engine="h5netcdf")
+                except Exception:
+                    path.unlink(missing_ok=True)  # a corrupt cache file is recomputed, not fatal
+
+    # Group the missing points into tasks; a vectorized swept parameter becomes one task per
+    # combination of the others.
+    vec_name = next((n for n in names if n in type(study).vectorized), None)
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for i, values in enumerate(full_points):
+        if results[i] is not None:
+            continue
+        fixed = {k: v for k, v in values.items() if k != vec_name}
+        gkey = json.dumps({k: _jsonable(v) for k, v in fixed.items()}, sort_keys=True, default=str)
+        groups.setdefault(gkey if vec_name else str(i), (fixed, []))[1].append(i)
+    tasks, task_members = [], []
+    for fixed, members in groups.values():
+        vec_values = [full_points[i][vec_name] for i in members] if vec_name else []
+        tasks.append((type(study), fixed if vec_name else full_points[members[0]], vec_name, vec_values))
+        task_members.append(members)
+
+    total = len(points)
+    done = total - sum(len(m) for m in task_members)
+    bar = None
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=done, desc=f"sweep {lab}", unit="pt")
+    if progress:
+        progress(done, total)
+    executor = executor or InProcessExecutor()
+    try:
+        for members, ds in zip(task_members, executor.map(_evaluate_task, tasks), strict=True):
+            for j, i in enumerate(members):
+                point_ds = ds.isel({vec_name: j}) if vec_name else ds
+                if use_cache:
+                    _write_atomically(point_ds, paths[i])
+                results[i] = point_ds
+            done += len(members)
+            if bar is not None:
+                bar.update(len(members))
+            if progress:
+                progress(done, total)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _assemble(results, points, names, shape, lab, version)
+
+
+def _assemble(results, points, names, shape, lab, version) -> xr.Dataset:
+    stamped = []
+    for ds, p in zip(results, points, strict=True):
+        ds = ds.drop_vars([n for n in names if n in ds.variables])
+        stamped.append(ds.assign_coords({n: p[n] for n in names}))
+    if shape is None:
+        out = xr.concat(stamped, dim="point", coords="different", compat="equals")
+    else:
+        nested: Any = np.empty(shape, dtype=object)
+        for idx, ds in zip(np.ndindex(*shape), stamped, strict=True):
+            nested[idx] = ds
+        out = xr.combine_nested(nested.tolist(), concat_dim=names, coords="different", compat="equals")
+        out = out.transpose(*names, ...)
+    out.attrs.update({"lab": lab, "code_version": version, "swept": ",".join(names)})
+    return out
+
+
+def to_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to NetCDF atomically and return the path."""
+    path = Path(path)
+    _write_atomically(ds, path)
+    return path
+
+
+def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
+    """Flatten ``ds`` to a table (one row per coordinate tuple). Returns text if ``path`` is None."""
+    table = ds.to_dataframe()
+    if path is None:
+        return table.to_csv()
+    table.to_csv(path)
+    return None
+
+
+def iter_values(text: str) -> Iterable[Any]:
+    """Parse ``"0.5,1,2"`` from the CLI into numbers (ints stay ints), strings otherwise."""
+    for token in text.split(","):
+        token = token.strip()
+        if not token:
+            continue
+        try:
+            yield int(token)
+        except ValueError:
+            try:
+                yield float(token)
+            except ValueError:
+                yield token
