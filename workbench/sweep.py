@@ -171,7 +171,9 @@ def run(
     tasks, task_members = [], []
     for fixed, members in groups.values():
         vec_values = [full_points[i][vec_name] for i in members] if vec_name else []
-        tasks.append((type(study), fixed if vec_name else full_points[members[0]], vec_name, vec_values))
+        tasks.append(
+            (type(study), fixed if vec_name else full_points[members[0]], vec_name, vec_values)
+        )
         task_members.append(members)
 
     total = len(points)
@@ -215,7 +217,9 @@ def _assemble(results, points, names, shape, lab, version) -> xr.Dataset:
         nested: Any = np.empty(shape, dtype=object)
         for idx, ds in zip(np.ndindex(*shape), stamped, strict=True):
             nested[idx] = ds
-        out = xr.combine_nested(nested.tolist(), concat_dim=names, coords="different", compat="equals")
+        out = xr.combine_nested(
+            nested.tolist(), concat_dim=names, coords="different", compat="equals"
+        )
         out = out.transpose(*names, ...)
     out.attrs.update({"lab": lab, "code_version": version, "swept": ",".join(names)})
     return out
@@ -230,7 +234,9 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
     """Flatten ``ds`` to a table (one row per coordinate tuple). Returns text if ``path`` is None."""
-    table = ds.to_dataframe()
+    # Swept knobs first, in the order the user gave them, then any dims the lab adds.
+    swept = [d for d in ds.attrs.get("swept", "").split(",") if d in ds.dims]
+    table = ds.to_dataframe(dim_order=swept + [d for d in ds.dims if d not in swept])
     if path is None:
         return table.to_csv()
     table.to_csv(path)

@@ -1,0 +1,128 @@
+"""What every lab page shares: the template, the error alert, exports, URL sync, cleanup.
+
+Objects here are built per session (inside a ``create_app`` call), never at module level.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import holoviews as hv
+import panel as pn
+
+from workbench.study import StudyInputError
+
+hv.extension("bokeh", logo=False)
+pn.extension(notifications=True)
+log = logging.getLogger("workbench.apps")
+
+ACCENT = "#0072B2"
+
+
+def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTemplate:
+    """The house template: knobs in the sidebar, plots in the main area, a busy spinner."""
+    return pn.template.FastListTemplate(
+        title=title,
+        sidebar=sidebar,
+        main=main,
+        accent=ACCENT,
+        header_background=ACCENT,
+        sidebar_width=340,
+        main_layout=None,
+        busy_indicator=pn.indicators.LoadingSpinner(
+            value=False, size=24, name="busy", css_classes=["busy-indicator"]
+        ),
+    )
+
+
+class StatusLine:
+    """An alert for bad input or failures plus a one-line status ("rendered in 42 ms").
+
+    ``with status.guard("changing the bandwidth"):`` shows a :class:`StudyInputError` message
+    as a warning and any other exception as an error; the page and earlier results stay.
+    """
+
+    def __init__(self) -> None:
+        self.alert = pn.pane.Alert(
+            "", alert_type="warning", visible=False, sizing_mode="stretch_width"
+        )
+        self.timing = pn.pane.Markdown("", css_classes=["status-timing"], margin=(0, 10))
+
+    @contextmanager
+    def guard(self, action: str):
+        start = time.perf_counter()
+        try:
+            yield
+        except StudyInputError as exc:
+            self.warn(str(exc))
+        except Exception as exc:  # the server must survive anything a knob can trigger
+            log.exception("failed while %s", action)
+            self.alert.object = f"**Something went wrong while {action}:** {exc}"
+            self.alert.alert_type = "danger"
+            self.alert.visible = True
+        else:
+            self.clear()
+            self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
+
+    def warn(self, message: str) -> None:
+        self.alert.object = message
+        self.alert.alert_type = "warning"
+        self.alert.visible = True
+
+    def clear(self) -> None:
+        self.alert.visible = False
+        self.alert.object = ""
+
+
+def export_buttons(
+    get_dataset: Callable, get_figure: Callable, basename: str
+) -> pn.viewable.Viewable:
+    """Download the current data (CSV, NetCDF) and figure (standalone HTML)."""
+    from workbench import sweep
+
+    def csv():
+        return io.StringIO(sweep.to_csv(get_dataset()))
+
+    def netcdf():
+        # h5netcdf needs a real file-like object with seek; BytesIO is enough.
+        buf = io.BytesIO(get_dataset().to_netcdf(engine="h5netcdf"))
+        return buf
+
+    def html():
+        buf = io.StringIO()
+        hv.save(get_figure(), buf, backend="bokeh", fmt="html", title=basename)
+        buf.seek(0)
+        return buf
+
+    kw = {"button_type": "light", "sizing_mode": "stretch_width", "embed": False}
+    return pn.Column(
+        pn.pane.Markdown("**Export**", margin=(0, 10)),
+        pn.widgets.FileDownload(callback=csv, filename=f"{basename}.csv", label="Data (CSV)", **kw),
+        pn.widgets.FileDownload(
+            callback=netcdf, filename=f"{basename}.nc", label="Data (NetCDF)", **kw
+        ),
+        pn.widgets.FileDownload(
+            callback=html, filename=f"{basename}.html", label="Figure (HTML)", **kw
+        ),
+        sizing_mode="stretch_width",
+    )
+
+
+def sync_to_url(obj, names: dict[str, str]) -> None:
+    """Two-way sync of parameters with the query string, so a view is shared by its link."""
+    if pn.state.location is not None:
+        pn.state.location.sync(obj, names)
+
+
+def on_session_end(callback: Callable[[], None]) -> None:
+    """Free per-session objects when the browser tab goes away."""
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.on_session_destroyed(lambda _ctx: callback())
+
+
+def explanation(markdown: str) -> pn.pane.Markdown:
+    return pn.pane.Markdown(markdown, sizing_mode="stretch_width", css_classes=["explanation"])

@@ -1,0 +1,117 @@
+"""Sweeps: grid -> labelled Dataset, vectorized axes, cache, resume after interruption."""
+
+import numpy as np
+import param
+import pytest
+import xarray as xr
+
+from workbench import sweep
+from workbench.study import Study, StudyInputError
+
+
+class Counting(Study):
+    """A toy lab: y = a * b, vectorized over ``a``; counts evaluate() calls."""
+
+    lab = "toy"
+    vectorized = ("a",)
+    a = param.Number(1.0, bounds=(0, 10))
+    b = param.Integer(2, bounds=(1, 5))
+    calls = []  # class-level log shared by the instances sweep creates
+
+    def evaluate(self, a=None):
+        values = np.atleast_1d(self.a if a is None else a).astype(float)
+        Counting.calls.append((self.b, tuple(values)))
+        return xr.Dataset(
+            {"y": (("a",), values * self.b), "z": ((), float(self.b))}, coords={"a": values}
+        )
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    Counting.calls.clear()
+
+
+def test_cartesian_grid_gives_labelled_dims(tmp_path):
+    ds = sweep.run(Counting(), {"a": [1.0, 2.0, 3.0], "b": [1, 2]}, cache_dir=tmp_path)
+    assert list(ds.y.dims) == ["a", "b"]
+    np.testing.assert_array_equal(ds.a, [1, 2, 3])
+    np.testing.assert_array_equal(ds.b, [1, 2])
+    np.testing.assert_allclose(ds.y, np.outer([1, 2, 3], [1, 2]))
+    assert ds.attrs["lab"] == "toy"
+
+
+def test_vectorized_axis_is_one_call_per_other_combination(tmp_path):
+    sweep.run(Counting(), {"a": [1.0, 2.0, 3.0], "b": [1, 2]}, cache_dir=tmp_path)
+    assert sorted(Counting.calls) == [(1, (1.0, 2.0, 3.0)), (2, (1.0, 2.0, 3.0))]
+
+
+def test_explicit_points_give_point_dim(tmp_path):
+    ds = sweep.run(Counting(), [{"a": 1.0, "b": 2}, {"a": 3.0, "b": 1}], cache_dir=tmp_path)
+    assert ds.sizes["point"] == 2
+    np.testing.assert_allclose(ds.y, [2.0, 3.0])
+    np.testing.assert_array_equal(ds.b, [2, 1])
+
+
+def test_cache_hit_recomputes_nothing(tmp_path):
+    first = sweep.run(Counting(), {"a": [1.0, 2.0], "b": [3]}, cache_dir=tmp_path)
+    Counting.calls.clear()
+    second = sweep.run(Counting(), {"a": [1.0, 2.0], "b": [3]}, cache_dir=tmp_path)
+    assert Counting.calls == []
+    xr.testing.assert_identical(first, second)
+
+
+def test_resume_after_interruption_gives_the_same_dataset(tmp_path):
+    grid = {"a": [1.0, 2.0], "b": [1, 2, 3, 4]}
+    reference = sweep.run(Counting(), grid, cache_dir=tmp_path / "ref", use_cache=False)
+
+    class Interrupting:
+        """Executor that dies after two tasks, as a killed process would."""
+
+        def map(self, fn, tasks):
+            for k, task in enumerate(tasks):
+                if k == 2:
+                    raise KeyboardInterrupt
+                yield fn(task)
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(Counting(), grid, cache_dir=tmp_path / "c", executor=Interrupting())
+    assert len(list((tmp_path / "c" / "toy").glob("*.nc"))) == 4  # two tasks x two a-values
+    Counting.calls.clear()
+    resumed = sweep.run(Counting(), grid, cache_dir=tmp_path / "c")
+    assert sorted(b for b, _ in Counting.calls) == [3, 4]  # only the missing points ran
+    xr.testing.assert_allclose(resumed, reference)
+    assert not list((tmp_path / "c" / "toy").glob("*.part"))  # no half-written files remain
+
+
+def test_code_change_invalidates_cache():
+    values = {"a": 1.0, "b": 2}
+    assert sweep.point_key("toy", values, "0.1+aaa") != sweep.point_key("toy", values, "0.1+bbb")
+    assert sweep.point_key("toy", values, "v") == sweep.point_key("toy", dict(values), "v")
+
+
+def test_out_of_bounds_value_is_a_clear_error(tmp_path):
+    with pytest.raises(StudyInputError, match="at most 10"):
+        sweep.run(Counting(), {"a": [11.0]}, cache_dir=tmp_path)
+    with pytest.raises(StudyInputError, match="unknown parameter"):
+        sweep.run(Counting(), {"c": [1]}, cache_dir=tmp_path)
+
+
+def test_progress_callback_reaches_total(tmp_path):
+    seen = []
+    sweep.run(
+        Counting(),
+        {"a": [1.0], "b": [1, 2, 3]},
+        cache_dir=tmp_path,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+
+
+def test_netcdf_and_csv_export_round_trip(tmp_path):
+    ds = sweep.run(Counting(), {"a": [1.0, 2.0], "b": [1, 2]}, cache_dir=tmp_path)
+    path = sweep.to_netcdf(ds, tmp_path / "out.nc")
+    back = xr.load_dataset(path)
+    xr.testing.assert_allclose(back, ds)
+    text = sweep.to_csv(ds)
+    assert text.splitlines()[0].split(",")[:3] == ["a", "b", "y"]
+    assert len(text.splitlines()) == 1 + 4

@@ -1,0 +1,136 @@
+"""Command line: ``workbench serve | sweep | info``.
+
+``serve`` starts the Panel server with the landing page at ``/`` and each lab at ``/<lab>``;
+``sweep`` runs a lab over a grid and writes NetCDF or CSV; ``info`` prints versions and device.
+Panel is imported only inside ``serve`` so the other commands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from workbench.labs import LAB_INFO, study_class
+from workbench.study import StudyInputError
+
+#: The most values one ``--set`` may list (a user-controlled size).
+MAX_VALUES_PER_KNOB = 1000
+
+
+def _parse_sets(items: list[str]) -> dict[str, list]:
+    from workbench.sweep import iter_values
+
+    grid: dict[str, list] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise StudyInputError(f"--set expects name=v1,v2,...; got {item!r}")
+        values = list(iter_values(text))
+        if not values:
+            raise StudyInputError(f"--set {name}: no values given")
+        if len(values) > MAX_VALUES_PER_KNOB:
+            raise StudyInputError(f"--set {name}: at most {MAX_VALUES_PER_KNOB} values")
+        grid[name.strip()] = values
+    return grid
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from workbench import sweep
+
+    if args.lab not in LAB_INFO:
+        raise StudyInputError(f"unknown lab {args.lab!r}; choose one of {', '.join(LAB_INFO)}")
+    grid = _parse_sets(args.set)
+    if not grid:
+        raise StudyInputError("give at least one --set name=v1,v2,... to sweep")
+    study = study_class(args.lab)()
+    out = Path(args.out)
+    if out.suffix.lower() not in {".nc", ".csv"}:
+        raise StudyInputError(f"--out must end in .nc or .csv, got {out.name!r}")
+    ds = sweep.run(
+        study,
+        grid,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        show_progress=None if not args.quiet else False,
+    )
+    if out.suffix.lower() == ".nc":
+        sweep.to_netcdf(ds, out)
+    else:
+        sweep.to_csv(ds, out)
+    dims = ", ".join(f"{k}={v}" for k, v in ds.sizes.items())
+    print(f"wrote {out} ({dims}; variables: {', '.join(ds.data_vars)})")
+    return 0
+
+
+def cmd_info(_args: argparse.Namespace) -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import workbench
+    from workbench.backend import device_description
+
+    print(f"workbench {workbench.__version__}")
+    for key, value in device_description().items():
+        print(f"{key:>10}: {value}")
+    for pkg in ("scipy", "xarray", "param", "panel", "holoviews", "bokeh"):
+        try:
+            print(f"{pkg:>10}: {version(pkg)}")
+        except PackageNotFoundError:
+            print(f"{pkg:>10}: not installed")
+    print(f"{'labs':>10}: {', '.join(LAB_INFO)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from apps.server import serve  # noqa: PLC0415 - Panel only when serving
+
+    serve(port=args.port, address=args.address, show=args.show)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the dashboards (landing page at /, labs at /<lab>)")
+    serve.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks one)")
+    serve.add_argument(
+        "--address", default="127.0.0.1", help="interface to bind (default 127.0.0.1: local only)"
+    )
+    serve.add_argument("--show", action="store_true", help="open a browser tab")
+    serve.set_defaults(func=cmd_serve)
+
+    sw = sub.add_parser("sweep", help="run a lab over a grid of parameter values")
+    sw.add_argument("lab", help=f"one of: {', '.join(LAB_INFO)}")
+    sw.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="values of one parameter; several --set give a Cartesian grid",
+    )
+    sw.add_argument("--out", required=True, help="output file, .nc (NetCDF) or .csv")
+    sw.add_argument("--cache-dir", default=None, help="point cache (default ~/.cache/workbench)")
+    sw.add_argument("--no-cache", action="store_true", help="recompute every point")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
+
+    info = sub.add_parser("info", help="versions, backend and device")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StudyInputError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted (finished sweep points are cached)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""HoloViews builders shared by the dashboards and the notebooks.
+
+Each builder takes plain arrays (or an :class:`xarray.Dataset`) and returns a HoloViews
+element or overlay, so a notebook figure and a dashboard figure are the same object. The
+builders never load a plotting extension: callers do (``hv.extension("bokeh")`` in notebooks,
+Panel in apps). HoloViews is imported lazily so ``import workbench`` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from workbench.backend import to_host
+from workbench.fit import loglog_slope
+
+#: A colour-blind-safe cycle (Okabe–Ito) so families read the same in every lab.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+THEORY_STYLE = {"line_dash": "dashed", "line_width": 2}
+
+
+def _hv():
+    import holoviews as hv  # noqa: PLC0415 - lazy on purpose
+
+    return hv
+
+
+def _finite(x, y):
+    x, y = to_host(x).astype(float), to_host(y).astype(float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def curve_family(
+    x: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    theory: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    markers: bool = True,
+    title: str = "",
+):
+    """Measured curves (solid, with markers) plus theory curves (dashed) over one swept knob.
+
+    ``curves`` maps a legend label to y values on the shared ``x``; ``theory`` maps a label to
+    its own ``(x, y)`` so a dense theory line can sit over a sparse measurement.
+    """
+    hv = _hv()
+    layers = []
+    for i, (label, y) in enumerate(curves.items()):
+        xs, ys = _finite(x, y)
+        colour = PALETTE[i % len(PALETTE)]
+        layers.append(hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(color=colour))
+        if markers:
+            layers.append(
+                hv.Scatter((xs, ys), xlabel, ylabel, label=label).opts(color=colour, size=5)
+            )
+    for j, (label, (tx, ty)) in enumerate((theory or {}).items()):
+        xs, ys = _finite(tx, ty)
+        colour = PALETTE[(len(curves) + j) % len(PALETTE)]
+        layers.append(
+            hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(color=colour, **THEORY_STYLE)
+        )
+    return hv.Overlay(layers).opts(
+        logx=logx,
+        logy=logy,
+        title=title,
+        legend_position="top_right",
+        responsive=True,
+        min_height=300,
+        show_grid=True,
+    )
+
+
+def fitted_slope_label(x, y, name: str = "slope") -> tuple[str, float]:
+    """``("slope −2.00", −2.00)`` for a log–log least-squares fit; used in legends and titles."""
+    slope, _ = loglog_slope(x, y)
+    return (f"{name} {slope:+.2f}" if np.isfinite(slope) else f"{name} n/a"), slope
+
+
+def error_curve(
+    x: Sequence[float],
+    errors: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str = "error",
+    theory_slopes: Mapping[str, float] | None = None,
+    anchor: str | None = None,
+    title: str = "",
+):
+    """Log–log error curves with the fitted slope of each printed in its legend label.
+
+    ``theory_slopes`` maps a label (e.g. ``"N^-2"``) to a slope; each is drawn as a dashed
+    reference line through the first point of the ``anchor`` curve (default: the first curve),
+    so the eye compares slopes, not offsets.
+    """
+    x = to_host(x).astype(float)
+    labelled = {}
+    for label, y in errors.items():
+        text, _ = fitted_slope_label(x, y)
+        labelled[f"{label} ({text})"] = y
+    theory = {}
+    if theory_slopes and errors:
+        ref = to_host(errors[anchor] if anchor else next(iter(errors.values()))).astype(float)
+        ok = np.flatnonzero(np.isfinite(ref) & (ref > 0))
+        if ok.size:
+            x0, y0 = x[ok[0]], ref[ok[0]]
+            for label, slope in theory_slopes.items():
+                theory[label] = (x, y0 * (x / x0) ** slope)
+    return curve_family(
+        x, labelled, xlabel=xlabel, ylabel=ylabel, theory=theory, logx=True, logy=True, title=title
+    )
+
+
+def spectrum(
+    values: Sequence[float],
+    *,
+    reference: tuple[Sequence[float], Sequence[float]] | None = None,
+    xlabel: str = "index",
+    ylabel: str = "value",
+    logy: bool = False,
+    label: str = "computed",
+    reference_label: str = "theory",
+    title: str = "",
+):
+    """Sorted spectrum as points, optionally over a reference curve (e.g. a symbol's values)."""
+    hv = _hv()
+    vals = np.sort(to_host(values).real.astype(float))[::-1]
+    idx = np.arange(1, vals.size + 1)
+    layers = [hv.Scatter((idx, vals), xlabel, ylabel, label=label).opts(size=4, color=PALETTE[0])]
+    if reference is not None:
+        rx, ry = _finite(*reference)
+        layers.append(
+            hv.Curve((rx, ry), xlabel, ylabel, label=reference_label).opts(
+                color=PALETTE[1], **THEORY_STYLE
+            )
+        )
+    return hv.Overlay(layers).opts(logy=logy, title=title, responsive=True, min_height=300)
+
+
+def distribution(
+    samples: Sequence[float],
+    *,
+    xlabel: str,
+    bins: int = 40,
+    theory: tuple[Sequence[float], Sequence[float]] | None = None,
+    theory_label: str = "theory",
+    markers: Mapping[str, float] | None = None,
+    title: str = "",
+):
+    """Normalised histogram of ``samples`` with an optional theory density and vertical markers."""
+    hv = _hv()
+    data = to_host(samples).astype(float)
+    data = data[np.isfinite(data)]
+    density, edges = np.histogram(data, bins=bins, density=True)
+    layers = [
+        hv.Histogram((edges, density), kdims=[xlabel], vdims=["density"]).opts(
+            alpha=0.6, color=PALETTE[0]
+        )
+    ]
+    if theory is not None:
+        tx, ty = _finite(*theory)
+        layers.append(
+            hv.Curve((tx, ty), xlabel, "density", label=theory_label).opts(
+                color=PALETTE[1], **THEORY_STYLE
+            )
+        )
+    for i, (label, value) in enumerate((markers or {}).items()):
+        layers.append(
+            hv.VLine(float(value), label=label).opts(color=PALETTE[(i + 2) % len(PALETTE)])
+        )
+    return hv.Overlay(layers).opts(title=title, responsive=True, min_height=300)
+
+
+def regime_map(
+    x: Sequence[float],
+    y: Sequence[float],
+    regime: np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    regime_names: Sequence[str],
+    boundaries: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    current: tuple[float, float] | None = None,
+    logy: bool = False,
+    title: str = "",
+):
+    """A 2-D parameter plane coloured by regime index with theory boundary curves on top.
+
+    ``regime[j, i]`` is the integer regime at ``(x[i], y[j])``; ``regime_names[k]`` names
+    regime ``k`` (shown in the hover and the colour bar ticks); ``current`` marks the point
+    the user is at.
+    """
+    hv = _hv()
+    from bokeh.models import FixedTicker  # noqa: PLC0415 - lazy, like HoloViews
+
+    x = to_host(x).astype(float)
+    y = to_host(y).astype(float)
+    regime = to_host(regime).astype(float)
+    mesh = hv.QuadMesh((x, y, regime), [xlabel, ylabel], "regime").opts(
+        cmap=list(PALETTE[5 : 5 + len(regime_names)] if len(regime_names) <= 3 else PALETTE),
+        colorbar=True,
+        clim=(-0.5, len(regime_names) - 0.5),
+        color_levels=len(regime_names),
+        colorbar_opts={
+            "major_label_overrides": {i: n for i, n in enumerate(regime_names)},
+            "ticker": FixedTicker(ticks=list(range(len(regime_names)))),
+        },
+        alpha=0.45,
+        tools=["hover"],
+    )
+    layers = [mesh]
+    for i, (label, (bx, by)) in enumerate((boundaries or {}).items()):
+        bx, by = _finite(bx, by)
+        layers.append(
+            hv.Curve((bx, by), xlabel, ylabel, label=label).opts(
+                color=PALETTE[i % 5], line_width=2.5
+            )
+        )
+    if current is not None:
+        layers.append(
+            hv.Points([current], [xlabel, ylabel], label="you are here").opts(
+                color="black", size=12, marker="x", line_width=3
+            )
+        )
+    return hv.Overlay(layers).opts(
+        logy=logy, title=title, responsive=True, min_height=320, legend_position="top_left"
+    )
+
+
+def shaded_regimes(
+    edges: Sequence[float], names: Sequence[str], *, colours: Sequence[str] | None = None
+) -> Any:
+    """Vertical bands between consecutive ``edges`` (e.g. 0, h_G, h_CLT, ∞) labelled by regime."""
+    hv = _hv()
+    colours = colours or ("#F0E442", "#56B4E9", "#009E73")
+    bands = []
+    for k, name in enumerate(names):
+        lo, hi = float(edges[k]), float(edges[k + 1])
+        bands.append(hv.VSpan(lo, hi, label=name).opts(color=colours[k % len(colours)], alpha=0.12))
+    return hv.Overlay(bands)
+
+
+def vlines(values: Mapping[str, float]) -> Any:
+    """Labelled vertical marker lines (thresholds, the current knob value)."""
+    hv = _hv()
+    return hv.Overlay(
+        [
+            hv.VLine(float(v), label=k).opts(color=PALETTE[i % len(PALETTE)], line_dash="dotted")
+            for i, (k, v) in enumerate(values.items())
+        ]
+    )
