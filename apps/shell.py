@@ -112,10 +112,39 @@ def export_buttons(
     )
 
 
-def sync_to_url(obj, names: dict[str, str]) -> None:
-    """Two-way sync of parameters with the query string, so a view is shared by its link."""
+def read_query(names: list[str]) -> dict[str, float | int | str]:
+    """Knob values given in the page URL (``/kde?bandwidth=0.8&dim=40``), parsed as numbers.
+
+    Values are validated by the caller through the Study (bounds, sizes), so a hand-edited link
+    with a bad value gets the same alert as a bad knob setting, not a broken session.
+    """
+    from workbench.sweep import iter_values
+
+    args = pn.state.session_args if pn.state.curdoc is not None else {}
+    found = {}
+    for name in names:
+        raw = args.get(name)
+        if raw:
+            text = raw[0].decode(errors="replace")[:64]  # bounded: it is user text
+            parsed = list(iter_values(text))
+            if len(parsed) == 1:
+                found[name] = parsed[0]
+    return found
+
+
+def write_query(values: dict) -> None:
+    """Put the current knob values in the URL, so the view can be shared by its link."""
     if pn.state.location is not None:
-        pn.state.location.sync(obj, names)
+        pn.state.location.update_query(**{k: v for k, v in values.items()})
+
+
+def defer(callback: Callable[[], None]) -> None:
+    """Run ``callback`` on the next tick so a loading state set before it reaches the browser."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        doc.add_next_tick_callback(callback)
+    else:
+        callback()
 
 
 def on_session_end(callback: Callable[[], None]) -> None:

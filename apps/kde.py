@@ -1,0 +1,390 @@
+"""KDE lab dashboard: sweep the bandwidth and watch the CLT, heavy-tailed and condensed regimes.
+
+Layout and bindings only; every number comes from :mod:`workbench.labs.kde`. Moving the
+bandwidth re-evaluates one bandwidth against cached squared distances (no new GEMM); changing
+d, α, the query count or the seed regenerates data (cached per tuple in the Study).
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from apps import shell
+from workbench import plots
+from workbench.labs import LAB_INFO
+from workbench.labs import kde
+
+INFO = LAB_INFO["kde"]
+DATA_KNOBS = ("dim", "alpha", "n_queries", "seed")
+#: Bandwidth slider stops: log-spaced, wide enough for every α the lab allows.
+BANDWIDTH_STOPS = tuple(float(f"{h:.4g}") for h in np.geomspace(0.05, 5.0, 97))
+REGIMES = ("condensed", "heavy-tailed", "CLT")
+PLOT_HEIGHT = 330
+
+EXPLANATION = r"""
+**What you see.** n = e^{αd} points from N(0, I_d) and the Gaussian KDE
+ρ̂_h(x) = (1/(n h^d)) Σᵢ K((x − yᵢ)/h), measured at the query points.
+
+* **KL/d vs h**: the measured KL(ρ‖ρ̂_h)/d = mean over queries of (log ρ − log ρ̂)/d, against
+  the d → ∞ theory ½[log(1+h²) + 1/(1+h²) − 1] for h ≥ h_G and α − ½ + ½log h² + u*/(2h²) below
+  it, and the finite-d theory (u* → u_eff = F⁻¹_{ncχ²}(1/n)/d).
+* **Y₂ vs h**: the participation ratio Σ wᵢ², wᵢ = Kᵢ/ΣKⱼ; the random-energy-model value is
+  1 − h²/h_G² below h_G and 0 above.
+* **Regime map**: the stable index μ = h²(1 − s*)/s* splits the (α, h) plane: μ > 2 CLT,
+  1 < μ < 2 heavy-tailed, μ < 1 condensed; h_KL² = u* lies in the condensed regime.
+* **Heavy tails**: Z = ρ̂(x)/E[ρ̂(x)|x] over many independent datasets at one x.
+* **Slice**: log ρ̂ along the line through the two data points nearest a query point.
+
+Source: Biroli & Mézard (arXiv 2408.05807), formulas as in the lab brief.
+"""
+
+
+class _View(param.Parameterized):
+    """What the plots stream from; it only changes after a change is validated and computed."""
+
+    data_version = param.Integer(0)
+    bandwidth = param.Number(1.0)
+
+
+class KDEDashboard:
+    """One browser session's dashboard (built per session, freed when it ends)."""
+
+    def __init__(self) -> None:
+        self.study = kde.KDEStudy()
+        self.status = shell.StatusLine()
+        self.view = _View(bandwidth=self.study.bandwidth)
+        self._build_widgets()
+        self._recompute_data()
+        self._recompute_current()
+        self._build_plots()
+
+    # --- widgets -----------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        p = self.study.param
+        self.dim = pn.widgets.IntSlider(
+            name="dimension d", start=p.dim.bounds[0], end=p.dim.bounds[1], value=self.study.dim
+        )
+        self.alpha = pn.widgets.FloatSlider(
+            name="α = (log n)/d", start=0.05, end=2.0, step=0.01, value=self.study.alpha
+        )
+        self.n_queries = pn.widgets.IntSlider(
+            name="query points", start=16, end=1024, step=8, value=self.study.n_queries
+        )
+        self.seed = pn.widgets.IntInput(name="seed", start=0, end=2**31 - 1, value=self.study.seed)
+        self.bandwidth = pn.widgets.DiscreteSlider(
+            name="bandwidth h (log scale)",
+            options=list(BANDWIDTH_STOPS),
+            value=_nearest_stop(self.study.bandwidth),
+        )
+        self.player = pn.widgets.Player(
+            name="animate h",
+            start=0,
+            end=len(BANDWIDTH_STOPS) - 1,
+            value=BANDWIDTH_STOPS.index(self.bandwidth.value),
+            interval=350,
+            loop_policy="reflect",
+            show_loop_controls=False,
+            sizing_mode="stretch_width",
+        )
+        self.size_note = pn.pane.Markdown("", margin=(0, 10))
+        self._syncing = False
+        for widget in (self.dim, self.alpha, self.n_queries):
+            widget.param.watch(self._on_data_knob, "value_throttled")
+        self.seed.param.watch(self._on_data_knob, "value")
+        self.bandwidth.param.watch(self._on_bandwidth, "value_throttled")
+        self.player.param.watch(self._on_player, "value")
+
+    def _widget_values(self) -> dict:
+        return {
+            "dim": self.dim.value,
+            "alpha": round(float(self.alpha.value), 4),
+            "n_queries": self.n_queries.value,
+            "seed": self.seed.value,
+        }
+
+    def _on_data_knob(self, _event=None) -> None:
+        self.plots_area.loading = True
+        shell.defer(self._apply_data_knobs)
+
+    def _apply_data_knobs(self) -> None:
+        previous = {k: getattr(self.study, k) for k in DATA_KNOBS}
+        try:
+            with self.status.guard("regenerating data"):
+                self.study.checked_update(**self._widget_values())
+                kde.make_data(self.study.dim, self.study.alpha, self.study.seed)  # size check
+                self._recompute_data()
+                self._recompute_current()
+                self.view.data_version += 1
+                shell.write_query(self.study.values())
+            if self.status.alert.visible:
+                # Not applied: keep the last good results and put the knobs back where they were.
+                self.study.param.update(**previous)
+                self._set_widgets(previous)
+        finally:
+            self.plots_area.loading = False
+
+    def _on_bandwidth(self, event) -> None:
+        self.apply_bandwidth(event.new)
+
+    def apply_bandwidth(self, value: float) -> None:
+        with self.status.guard("moving the bandwidth"):
+            self.study.checked_update(bandwidth=float(value))
+            self._recompute_current()
+            self.view.bandwidth = self.study.bandwidth
+            shell.write_query(self.study.values())
+        if not self._syncing:
+            self._syncing = True
+            self.player.value = BANDWIDTH_STOPS.index(_nearest_stop(value))
+            self._syncing = False
+
+    def _on_player(self, event) -> None:
+        if self._syncing:
+            return
+        self._syncing = True
+        value = BANDWIDTH_STOPS[int(event.new)]
+        self.bandwidth.value = value
+        self._syncing = False
+        self.apply_bandwidth(value)
+
+    def _set_widgets(self, values: dict) -> None:
+        for name, value in values.items():
+            widget = getattr(self, name)
+            widget.value = value
+
+    def apply_query(self, values: dict) -> None:
+        """Apply knob values from a shared link (validated like any knob change)."""
+        data = {k: v for k, v in values.items() if k in DATA_KNOBS}
+        if data:
+            self._set_widgets(data)
+            self._apply_data_knobs()
+        if "bandwidth" in values:
+            stop = _nearest_stop(values["bandwidth"])
+            self.bandwidth.value = stop
+            self.apply_bandwidth(values["bandwidth"])
+
+    # --- computation (cached in the Study) -----------------------------------------------------
+    def _recompute_data(self) -> None:
+        s = self.study
+        self.thr_inf = kde.regime_thresholds(s.alpha)
+        self.thr_eff = kde.regime_thresholds(s.alpha, dim=s.dim)
+        lo = 0.45 * min(self.thr_inf["h_kl"], self.thr_eff["h_kl"])
+        hi = 2.4 * max(self.thr_inf["h_clt"], self.thr_eff["h_clt"])
+        self.grid = np.geomspace(lo, hi, 48)
+        self.curves = s.evaluate(bandwidth=self.grid)
+        self.heavy = s.heavy_tail_curve()
+        self.alphas = np.linspace(0.05, 2.0, 60)
+        self.regimes = s.regime_map(self.alphas)
+        n = int(self.curves.attrs.get("n", round(np.exp(s.alpha * s.dim))))
+        self.size_note.object = (
+            f"n = e^(αd) = **{n:,}** data points, {s.n_queries} queries "
+            f"(this machine holds at most {kde.max_points():,})."
+        )
+
+    def _recompute_current(self) -> None:
+        h = self.study.bandwidth
+        self.current = self.study.evaluate(bandwidth=[h])
+        self.samples = self.study.log_density_samples(h)
+        self.slice = self.study.density_slice(h)
+
+    def dataset(self):
+        """What "Data" export writes: the bandwidth sweep at the current d, α, seed."""
+        ds = self.curves.copy()
+        ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, str | int | float)}
+        ds.attrs["current_bandwidth"] = float(self.study.bandwidth)
+        return ds
+
+    # --- plots ---------------------------------------------------------------------------------
+    def _bands(self):
+        return plots.shaded_regimes(
+            [self.grid[0] * 0.5, self.thr_eff["h_g"], self.thr_eff["h_clt"], self.grid[-1] * 2],
+            REGIMES,
+        )
+
+    def kl_plot(self, data_version=0, bandwidth=1.0):
+        c = self.curves
+        measured = np.asarray(c["kl_per_dim"])
+        h_best = float(self.grid[np.nanargmin(measured)])
+        body = plots.curve_family(
+            self.grid,
+            {f"measured (argmin h = {h_best:.3f})": measured},
+            xlabel="bandwidth h",
+            ylabel="KL / d",
+            theory={
+                "theory d → ∞": (self.grid, c["kl_per_dim_theory"]),
+                f"theory d = {self.study.dim}": (self.grid, c["kl_per_dim_finite"]),
+            },
+            logx=True,
+            title=f"KL/d vs h   (h_KL,eff = {self.thr_eff['h_kl']:.3f}, d→∞ {self.thr_inf['h_kl']:.3f})",
+        )
+        return self._bands() * body * self._here("kl_per_dim")
+
+    def participation_plot(self, data_version=0, bandwidth=1.0):
+        c = self.curves
+        body = plots.curve_family(
+            self.grid,
+            {"measured ⟨Y₂⟩": c["participation_ratio"]},
+            xlabel="bandwidth h",
+            ylabel="participation ratio Y₂",
+            theory={
+                "REM 1 − h²/h_G² (d → ∞)": (
+                    self.grid,
+                    kde.participation_theory(self.grid, self.study.alpha),
+                ),
+                f"REM, d = {self.study.dim}": (self.grid, c["participation_theory"]),
+            },
+            logx=True,
+            title="Condensation: participation ratio vs h",
+        )
+        return self._bands() * body * self._here("participation_ratio")
+
+    def _here(self, variable: str):
+        h = float(self.study.bandwidth)
+        y = float(np.asarray(self.current[variable]).ravel()[0])
+        return hv.Points([(h, y)], ["bandwidth h", "y"], label=f"h = {h:.3g}").opts(
+            color="black", size=11, marker="diamond"
+        )
+
+    def distribution_plot(self, data_version=0, bandwidth=1.0):
+        log_hat, log_true = self.samples
+        per_dim = (np.asarray(log_hat) - np.asarray(log_true)) / self.study.dim
+        kl_theory = float(np.asarray(self.current["kl_per_dim_finite"]).ravel()[0])
+        return plots.distribution(
+            per_dim,
+            xlabel="(log ρ̂ − log ρ)/d per query point",
+            bins=min(60, max(10, per_dim.size // 6)),
+            markers={"− KL/d, finite-d theory": -kl_theory, "sample mean": float(per_dim.mean())},
+            title=f"log ρ̂ across {per_dim.size} query points at h = {self.study.bandwidth:.3g}",
+        )
+
+    def regime_plot(self, data_version=0, bandwidth=1.0):
+        r = self.regimes
+        alphas = np.asarray(r["alpha"])
+        h_axis = np.geomspace(0.05, 5.0, 120)
+        mu = kde.stable_index(h_axis[:, None], alphas[None, :])
+        regime = np.where(mu < 1, 0, np.where(mu < 2, 1, 2))
+        boundaries = {
+            "h_CLT (d→∞)": (alphas, r["h_clt"]),
+            "h_G (d→∞)": (alphas, r["h_g"]),
+            "h_KL (d→∞)": (alphas, r["h_kl"]),
+        }
+        for key, label in (
+            ("h_g_eff", f"h_G, d = {self.study.dim}"),
+            ("h_kl_eff", f"h_KL, d = {self.study.dim}"),
+        ):
+            if key in r:
+                boundaries[label] = (alphas, r[key])
+        return plots.regime_map(
+            alphas,
+            h_axis,
+            regime,
+            xlabel="α = (log n)/d",
+            ylabel="bandwidth h",
+            regime_names=REGIMES,
+            boundaries=boundaries,
+            current=(float(self.study.alpha), float(self.study.bandwidth)),
+            logy=True,
+            title="Regimes in the (α, h) plane",
+        )
+
+    def heavy_tail_plot(self, data_version=0, bandwidth=1.0):
+        z = self.heavy
+        h = np.asarray(z["bandwidth"])
+        body = plots.curve_family(
+            h,
+            {"skew(Z)": z["z_skew"], "median(Z)": z["z_median"]},
+            xlabel="bandwidth h",
+            ylabel="statistic of Z",
+            logx=True,
+            logy=True,
+            title="Heavy tails: Z = ρ̂(x)/E[ρ̂(x)|x] across datasets",
+        )
+        return self._bands() * body * plots.vlines({"current h": float(self.study.bandwidth)})
+
+    def slice_plot(self, data_version=0, bandwidth=1.0):
+        s = self.slice
+        t = np.asarray(s["t"])
+        names = list(s.data_vars)
+        estimate = s[names[0]]
+        truth = s[names[1]] if len(names) > 1 else None
+        return plots.curve_family(
+            t,
+            {f"log ρ̂, h = {self.study.bandwidth:.3g}": estimate},
+            xlabel="t  (x = y₁ + t (y₂ − y₁))",
+            ylabel="log density",
+            theory={"log ρ (true)": (t, truth)} if truth is not None else None,
+            markers=False,
+            title="A 1-D slice: smooth at large h, peaked on the data at small h",
+        )
+
+    def figure(self):
+        """The whole figure for HTML export (static snapshot of every panel)."""
+        return (
+            self.kl_plot()
+            + self.participation_plot()
+            + self.distribution_plot()
+            + self.regime_plot()
+            + self.heavy_tail_plot()
+            + self.slice_plot()
+        ).cols(2)
+
+    def _build_plots(self) -> None:
+        stream = hv.streams.Params(self.view, ["data_version", "bandwidth"])
+        self.dmaps = {
+            name: hv.DynamicMap(getattr(self, f"{name}_plot"), streams=[stream]).opts(
+                framewise=True, axiswise=True
+            )
+            for name in ("kl", "participation", "distribution", "regime", "heavy_tail", "slice")
+        }
+        panes = {
+            name: pn.pane.HoloViews(
+                dmap, height=PLOT_HEIGHT, sizing_mode="stretch_width", linked_axes=False
+            )
+            for name, dmap in self.dmaps.items()
+        }
+        self.panes = panes
+        self.plots_area = pn.Column(
+            pn.Row(panes["kl"], panes["participation"], sizing_mode="stretch_width"),
+            pn.Row(panes["distribution"], panes["regime"], sizing_mode="stretch_width"),
+            pn.Row(panes["heavy_tail"], panes["slice"], sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    def page(self):
+        sidebar = [
+            pn.pane.Markdown(f"*{INFO.paper}*"),
+            self.bandwidth,
+            self.player,
+            self.dim,
+            self.alpha,
+            self.n_queries,
+            self.seed,
+            self.size_note,
+            shell.export_buttons(self.dataset, self.figure, "kde"),
+            shell.explanation(EXPLANATION),
+        ]
+        main = [
+            pn.Column(
+                self.status.alert, self.status.timing, self.plots_area, sizing_mode="stretch_width"
+            )
+        ]
+        return shell.template(INFO.title, sidebar=sidebar, main=main)
+
+    def close(self) -> None:
+        """Drop references so the session's arrays can be collected."""
+        self.dmaps.clear()
+        self.curves = self.heavy = self.regimes = self.current = self.samples = self.slice = None
+
+
+def _nearest_stop(value: float) -> float:
+    stops = np.asarray(BANDWIDTH_STOPS)
+    return BANDWIDTH_STOPS[int(np.argmin(np.abs(np.log(stops) - np.log(max(float(value), 1e-9)))))]
+
+
+def create_app():
+    dashboard = KDEDashboard()
+    dashboard.apply_query(shell.read_query(["bandwidth", *DATA_KNOBS]))
+    shell.on_session_end(dashboard.close)
+    return dashboard.page()

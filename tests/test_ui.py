@@ -1,0 +1,81 @@
+"""Real-browser tests: Debian's Chromium driven by Playwright against ``workbench serve``.
+
+The README screenshot (docs/kde-dashboard.png) is produced here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import SCREENSHOT_DIR
+from workbench.labs import LAB_INFO
+
+pytestmark = pytest.mark.ui
+
+#: Bokeh/Panel log these harmlessly on headless machines with no network (favicons, fonts).
+BENIGN = re.compile(r"favicon|Failed to load resource|net::ERR_", re.IGNORECASE)
+
+
+def _wait_for_plots(page, count: int, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        f"document.querySelectorAll('.bk-Canvas, canvas').length >= {count}", timeout=timeout
+    )
+
+
+def _serious(errors: list[str]) -> list[str]:
+    return [e for e in errors if not BENIGN.search(e)]
+
+
+def test_landing_page_lists_every_lab(page, server_url):
+    page.goto(server_url + "/")
+    for info in LAB_INFO.values():
+        link = page.get_by_role("link", name=info.title)
+        link.wait_for(timeout=30_000)
+        assert link.get_attribute("href").rstrip("/").endswith(info.name)
+    assert not _serious(page.console_errors)
+
+
+def _plot_signature(page) -> str:
+    """A fingerprint of what the canvases currently show (pixels, not widget state)."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('canvas'))
+              .map(c => { try { return c.toDataURL().length + ':' + c.toDataURL().slice(-64) }
+                          catch (e) { return 'x' } }).join('|')"""
+    )
+
+
+def test_kde_app_loads_and_bandwidth_slider_redraws(page, server_url):
+    page.goto(server_url + "/kde")
+    _wait_for_plots(page, 6)
+    page.wait_for_timeout(1500)  # let Bokeh finish its first paint
+    assert not _serious(page.console_errors), page.console_errors
+    before = _plot_signature(page)
+
+    # Drive the real slider: focus its handle and press the arrow keys as a user would.
+    handle = page.locator(".noUi-handle").first
+    handle.focus()
+    for _ in range(8):
+        handle.press("ArrowLeft")
+    page.wait_for_timeout(300)
+    handle.press("ArrowLeft")  # keyboard moves commit value_throttled on release
+    page.mouse.click(5, 5)
+    page.wait_for_function(
+        "(before) => Array.from(document.querySelectorAll('canvas')).map(c => { try { return c.toDataURL().length + ':' + c.toDataURL().slice(-64) } catch (e) { return 'x' } }).join('|') !== before",
+        arg=before,
+        timeout=30_000,
+    )
+    assert "bandwidth=" in page.url  # the view is shareable by its link
+    assert not _serious(page.console_errors), page.console_errors
+    SCREENSHOT_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "kde-dashboard.png"), full_page=False)
+
+
+def test_kde_bad_link_shows_alert_not_traceback(page, server_url):
+    page.goto(server_url + "/kde?dim=128&alpha=2.0")
+    page.get_by_text(re.compile("data points|at most", re.IGNORECASE)).first.wait_for(
+        timeout=60_000
+    )
+    assert "Traceback" not in page.content()
+    _wait_for_plots(page, 6)
