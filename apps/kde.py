@@ -14,8 +14,7 @@ import param
 
 from apps import shell
 from workbench import plots
-from workbench.labs import LAB_INFO
-from workbench.labs import kde
+from workbench.labs import LAB_INFO, kde
 
 INFO = LAB_INFO["kde"]
 DATA_KNOBS = ("dim", "alpha", "n_queries", "seed")
@@ -117,6 +116,7 @@ class KDEDashboard:
                 kde.make_data(self.study.dim, self.study.alpha, self.study.seed)  # size check
                 self._recompute_data()
                 self._recompute_current()
+                self._refresh_static()
                 self.view.data_version += 1
                 shell.write_query(self.study.values())
             if self.status.alert.visible:
@@ -133,6 +133,7 @@ class KDEDashboard:
         with self.status.guard("moving the bandwidth"):
             self.study.checked_update(bandwidth=float(value))
             self._recompute_current()
+            self._move_markers()
             self.view.bandwidth = self.study.bandwidth
             shell.write_query(self.study.values())
         if not self._syncing:
@@ -203,25 +204,28 @@ class KDEDashboard:
             REGIMES,
         )
 
-    def kl_plot(self, data_version=0, bandwidth=1.0):
+    def kl_plot(self):
         c = self.curves
         measured = np.asarray(c["kl_per_dim"])
         h_best = float(self.grid[np.nanargmin(measured)])
         body = plots.curve_family(
             self.grid,
-            {f"measured (argmin h = {h_best:.3f})": measured},
+            {"measured": measured},
             xlabel="bandwidth h",
             ylabel="KL / d",
             theory={
                 "theory d → ∞": (self.grid, c["kl_per_dim_theory"]),
-                f"theory d = {self.study.dim}": (self.grid, c["kl_per_dim_finite"]),
+                "theory, finite d": (self.grid, c["kl_per_dim_finite"]),
             },
             logx=True,
-            title=f"KL/d vs h   (h_KL,eff = {self.thr_eff['h_kl']:.3f}, d→∞ {self.thr_inf['h_kl']:.3f})",
+            title=(
+                f"KL/d vs h: measured argmin {h_best:.3f}, "
+                f"h_KL,eff {self.thr_eff['h_kl']:.3f} (d→∞ {self.thr_inf['h_kl']:.3f})"
+            ),
         )
-        return self._bands() * body * self._here("kl_per_dim")
+        return self._bands() * body
 
-    def participation_plot(self, data_version=0, bandwidth=1.0):
+    def participation_plot(self):
         c = self.curves
         body = plots.curve_family(
             self.grid,
@@ -229,23 +233,13 @@ class KDEDashboard:
             xlabel="bandwidth h",
             ylabel="participation ratio Y₂",
             theory={
-                "REM 1 − h²/h_G² (d → ∞)": (
-                    self.grid,
-                    kde.participation_theory(self.grid, self.study.alpha),
-                ),
-                f"REM, d = {self.study.dim}": (self.grid, c["participation_theory"]),
+                "REM 1 − h²/h_G² (d → ∞)": (self.grid, c["participation_theory_inf"]),
+                "REM, finite d": (self.grid, c["participation_theory"]),
             },
             logx=True,
-            title="Condensation: participation ratio vs h",
+            title=f"Condensation: participation ratio vs h (d = {self.study.dim})",
         )
-        return self._bands() * body * self._here("participation_ratio")
-
-    def _here(self, variable: str):
-        h = float(self.study.bandwidth)
-        y = float(np.asarray(self.current[variable]).ravel()[0])
-        return hv.Points([(h, y)], ["bandwidth h", "y"], label=f"h = {h:.3g}").opts(
-            color="black", size=11, marker="diamond"
-        )
+        return self._bands() * body
 
     def distribution_plot(self, data_version=0, bandwidth=1.0):
         log_hat, log_true = self.samples
@@ -259,7 +253,7 @@ class KDEDashboard:
             title=f"log ρ̂ across {per_dim.size} query points at h = {self.study.bandwidth:.3g}",
         )
 
-    def regime_plot(self, data_version=0, bandwidth=1.0):
+    def regime_plot(self):
         r = self.regimes
         alphas = np.asarray(r["alpha"])
         h_axis = np.geomspace(0.05, 5.0, 120)
@@ -269,13 +263,9 @@ class KDEDashboard:
             "h_CLT (d→∞)": (alphas, r["h_clt"]),
             "h_G (d→∞)": (alphas, r["h_g"]),
             "h_KL (d→∞)": (alphas, r["h_kl"]),
+            "h_G, finite d": (alphas, r["h_g_eff"]),
+            "h_KL, finite d": (alphas, r["h_kl_eff"]),
         }
-        for key, label in (
-            ("h_g_eff", f"h_G, d = {self.study.dim}"),
-            ("h_kl_eff", f"h_KL, d = {self.study.dim}"),
-        ):
-            if key in r:
-                boundaries[label] = (alphas, r[key])
         return plots.regime_map(
             alphas,
             h_axis,
@@ -284,12 +274,11 @@ class KDEDashboard:
             ylabel="bandwidth h",
             regime_names=REGIMES,
             boundaries=boundaries,
-            current=(float(self.study.alpha), float(self.study.bandwidth)),
             logy=True,
-            title="Regimes in the (α, h) plane",
+            title=f"Regimes in the (α, h) plane (finite-d curves at d = {self.study.dim})",
         )
 
-    def heavy_tail_plot(self, data_version=0, bandwidth=1.0):
+    def heavy_tail_plot(self):
         z = self.heavy
         h = np.asarray(z["bandwidth"])
         body = plots.curve_family(
@@ -301,56 +290,102 @@ class KDEDashboard:
             logy=True,
             title="Heavy tails: Z = ρ̂(x)/E[ρ̂(x)|x] across datasets",
         )
-        return self._bands() * body * plots.vlines({"current h": float(self.study.bandwidth)})
+        return self._bands() * body
 
     def slice_plot(self, data_version=0, bandwidth=1.0):
         s = self.slice
         t = np.asarray(s["t"])
-        names = list(s.data_vars)
-        estimate = s[names[0]]
-        truth = s[names[1]] if len(names) > 1 else None
         return plots.curve_family(
             t,
-            {f"log ρ̂, h = {self.study.bandwidth:.3g}": estimate},
+            {"log ρ̂ (estimate)": s["log_density"]},
             xlabel="t  (x = y₁ + t (y₂ − y₁))",
             ylabel="log density",
-            theory={"log ρ (true)": (t, truth)} if truth is not None else None,
+            theory={"log ρ (true)": (t, s["log_density_exact"])},
             markers=False,
-            title="A 1-D slice: smooth at large h, peaked on the data at small h",
+            title=f"A 1-D slice through two nearest data points, h = {self.study.bandwidth:.3g}",
         )
 
+    #: Panels drawn once per data change, with a live marker moved by the bandwidth.
+    STATIC = {
+        "kl": ("kl_plot", "kl_per_dim"),
+        "participation": ("participation_plot", "participation_ratio"),
+        "regime": ("regime_plot", None),
+        "heavy_tail": ("heavy_tail_plot", None),
+    }
+    #: Panels recomputed for every bandwidth (a histogram and a slice: a few glyphs each).
+    LIVE = ("distribution", "slice")
+
     def figure(self):
-        """The whole figure for HTML export (static snapshot of every panel)."""
-        return (
-            self.kl_plot()
-            + self.participation_plot()
-            + self.distribution_plot()
-            + self.regime_plot()
-            + self.heavy_tail_plot()
-            + self.slice_plot()
-        ).cols(2)
+        """The whole figure for HTML export (a static snapshot of every panel)."""
+        h = float(self.study.bandwidth)
+        panels = []
+        for name, (builder, variable) in self.STATIC.items():
+            if variable:
+                y = float(np.asarray(self.current[variable]).ravel()[0])
+                marker = hv.Points([(h, y)], label="current h").opts(color="black", size=11)
+            elif name == "regime":
+                marker = hv.Points([(float(self.study.alpha), h)], label="you are here").opts(
+                    color="black", size=11
+                )
+            else:
+                marker = hv.VLine(h).opts(color="black", line_dash="dotted")
+            panels.append(getattr(self, builder)() * marker)
+        panels += [getattr(self, f"{name}_plot")() for name in self.LIVE]
+        return hv.Layout(panels).cols(2)
 
     def _build_plots(self) -> None:
-        stream = hv.streams.Params(self.view, ["data_version", "bandwidth"])
+        # Curves over the bandwidth grid change only with the data: they are plain HoloViews
+        # objects, replaced wholesale after a data change. A bandwidth move only moves the live
+        # markers (one data-source edit each) and re-renders the two per-h panels in place.
+        self.markers = {
+            "kl": shell.LiveMarker("point", size=12, marker="diamond", color="black"),
+            "participation": shell.LiveMarker("point", size=12, marker="diamond", color="black"),
+            "regime": shell.LiveMarker("point", size=14, marker="x", line_width=3, color="black"),
+            "heavy_tail": shell.LiveMarker(
+                "vline", line_color="black", line_dash="dotted", line_width=2
+            ),
+        }
+        self._move_markers()
+        stream = hv.streams.Params(self.view, ["bandwidth", "data_version"])
         self.dmaps = {
             name: hv.DynamicMap(getattr(self, f"{name}_plot"), streams=[stream]).opts(
                 framewise=True, axiswise=True
             )
-            for name in ("kl", "participation", "distribution", "regime", "heavy_tail", "slice")
+            for name in self.LIVE
         }
-        panes = {
+        self.panes = {
             name: pn.pane.HoloViews(
-                dmap, height=PLOT_HEIGHT, sizing_mode="stretch_width", linked_axes=False
+                self._static_object(name) if name in self.STATIC else self.dmaps[name],
+                height=PLOT_HEIGHT,
+                sizing_mode="stretch_width",
+                linked_axes=False,
             )
-            for name, dmap in self.dmaps.items()
+            for name in (*self.STATIC, *self.LIVE)
         }
-        self.panes = panes
+        p = self.panes
         self.plots_area = pn.Column(
-            pn.Row(panes["kl"], panes["participation"], sizing_mode="stretch_width"),
-            pn.Row(panes["distribution"], panes["regime"], sizing_mode="stretch_width"),
-            pn.Row(panes["heavy_tail"], panes["slice"], sizing_mode="stretch_width"),
+            pn.Row(p["kl"], p["participation"], sizing_mode="stretch_width"),
+            pn.Row(p["distribution"], p["regime"], sizing_mode="stretch_width"),
+            pn.Row(p["heavy_tail"], p["slice"], sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
+
+    def _static_object(self, name: str):
+        builder, _variable = self.STATIC[name]
+        return getattr(self, builder)().opts(hooks=[self.markers[name].hook])
+
+    def _refresh_static(self) -> None:
+        self._move_markers()
+        for name in self.STATIC:
+            self.panes[name].object = self._static_object(name)
+
+    def _move_markers(self) -> None:
+        h = float(self.study.bandwidth)
+        for name, (_builder, variable) in self.STATIC.items():
+            if variable:
+                self.markers[name].move(h, float(np.asarray(self.current[variable]).ravel()[0]))
+        self.markers["regime"].move(float(self.study.alpha), h)
+        self.markers["heavy_tail"].move(h)
 
     def page(self):
         sidebar = [

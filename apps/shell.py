@@ -155,3 +155,43 @@ def on_session_end(callback: Callable[[], None]) -> None:
 
 def explanation(markdown: str) -> pn.pane.Markdown:
     return pn.pane.Markdown(markdown, sizing_mode="stretch_width", css_classes=["explanation"])
+
+
+class LiveMarker:
+    """A point or vertical line drawn into a rendered Bokeh figure and moved in place.
+
+    HoloViews re-processes every layer of an overlay on each update (~4 ms a layer), so a
+    "you are here" marker on top of static curves would cost tens of milliseconds per knob move.
+    Instead a HoloViews ``hooks`` callback adds one glyph with its own data source when the
+    figure is rendered, and :meth:`move` edits that source: one tiny model change per move.
+    """
+
+    def __init__(self, kind: str = "point", **style) -> None:
+        if kind not in ("point", "vline"):
+            raise ValueError(f"kind must be 'point' or 'vline', not {kind!r}")
+        self.kind = kind
+        self.style = style
+        self.x, self.y = float("nan"), float("nan")
+        self._models: list = []
+
+    def hook(self, plot, _element) -> None:
+        from bokeh.models import ColumnDataSource, Span
+
+        figure = plot.state
+        self._models = [m for m in self._models if m.document is not None]  # drop dead figures
+        if self.kind == "point":
+            source = ColumnDataSource({"x": [self.x], "y": [self.y]})
+            figure.scatter("x", "y", source=source, **self.style)
+            self._models.append(source)
+        else:
+            span = Span(location=self.x, dimension="height", **self.style)
+            figure.add_layout(span)
+            self._models.append(span)
+
+    def move(self, x: float, y: float | None = None) -> None:
+        self.x, self.y = float(x), float("nan") if y is None else float(y)
+        for model in self._models:
+            if self.kind == "point":
+                model.data = {"x": [self.x], "y": [self.y]}
+            else:
+                model.location = self.x
