@@ -64,22 +64,22 @@ class KDEDashboard:
     def _build_widgets(self) -> None:
         p = self.study.param
         self.dim = pn.widgets.IntSlider(
-            name="dimension d", start=p.dim.bounds[0], end=p.dim.bounds[1], value=self.study.dim
+            label="dimension d", start=p.dim.bounds[0], end=p.dim.bounds[1], value=self.study.dim
         )
         self.alpha = pn.widgets.FloatSlider(
-            name="α = (log n)/d", start=0.05, end=2.0, step=0.01, value=self.study.alpha
+            label="α = (log n)/d", start=0.05, end=2.0, step=0.01, value=self.study.alpha
         )
         self.n_queries = pn.widgets.IntSlider(
-            name="query points", start=16, end=1024, step=8, value=self.study.n_queries
+            label="query points", start=16, end=1024, step=8, value=self.study.n_queries
         )
-        self.seed = pn.widgets.IntInput(name="seed", start=0, end=2**31 - 1, value=self.study.seed)
+        self.seed = pn.widgets.IntInput(label="seed", start=0, end=2**31 - 1, value=self.study.seed)
         self.bandwidth = pn.widgets.DiscreteSlider(
-            name="bandwidth h (log scale)",
+            label="bandwidth h (log scale)",
             options=list(BANDWIDTH_STOPS),
             value=_nearest_stop(self.study.bandwidth),
         )
         self.player = pn.widgets.Player(
-            name="animate h",
+            label="animate h",
             start=0,
             end=len(BANDWIDTH_STOPS) - 1,
             value=BANDWIDTH_STOPS.index(self.bandwidth.value),

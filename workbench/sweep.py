@@ -212,7 +212,7 @@ def _assemble(results, points, names, shape, lab, version) -> xr.Dataset:
         ds = ds.drop_vars([n for n in names if n in ds.variables])
         stamped.append(ds.assign_coords({n: p[n] for n in names}))
     if shape is None:
-        out = xr.concat(stamped, dim="point", coords="different", compat="equals")
+        out = xr.concat(stamped, dim="point", coords="different", compat="equals", join="outer")
     else:
         nested: Any = np.empty(shape, dtype=object)
         for idx, ds in zip(np.ndindex(*shape), stamped, strict=True):

@@ -807,7 +807,8 @@ def error_vs_n(
     -------
     xarray.Dataset over (``rule``, ``n``): ``weight_error``, ``n_iterations``, ``converged``,
     ``worst_case_error`` and ``weight_sum_bias``; over ``rule``: ``slope`` and ``intercept`` of
-    log error vs log(N − 1), and ``theory_order`` (the bound's exponent b: slope ≈ −b or steeper).
+    log error vs log(N − 1), ``theory_order`` (the bound's exponent b: slope ≈ −b or steeper)
+    and ``intervals`` (the M each rule ran with).
     """
     labels = list(rules)
     ns = _check_ns(ns)
@@ -851,6 +852,10 @@ def error_vs_n(
             "slope": ("rule", np.array([f[0] for f in fits])),
             "intercept": ("rule", np.array([f[1] for f in fits])),
             "theory_order": ("rule", np.array([theory_order(label) for label in labels])),
+            "intervals": (
+                "rule",
+                np.array([_intervals_of(system, label, intervals) for label in labels]),
+            ),
         },
         coords={"rule": labels, "n": ns},
         attrs={
@@ -868,6 +873,13 @@ def error_vs_n(
     )
     ds["weight_error"].attrs["long_name"] = "converged ‖ω̂ − ω*‖₂"
     return ds
+
+
+def _intervals_of(system: str, label: str, intervals: int | None) -> int:
+    """M used for ``label``: the given one, else the paper's for that rule."""
+    return (
+        int(intervals) if intervals else default_intervals(system, parse_rule_label(label)["rule"])
+    )
 
 
 def _last_record(settings: Settings) -> IterationRecord:
