@@ -218,12 +218,13 @@ class KDEDashboard:
                 "theory, finite d": (self.grid, c["kl_per_dim_finite"]),
             },
             logx=True,
+            underlay=self._bands(),
             title=(
-                f"KL/d vs h: measured argmin {h_best:.3f}, "
-                f"h_KL,eff {self.thr_eff['h_kl']:.3f} (d→∞ {self.thr_inf['h_kl']:.3f})"
+                f"KL/d: argmin {h_best:.3f}, h_KL,eff {self.thr_eff['h_kl']:.3f}, "
+                f"d→∞ {self.thr_inf['h_kl']:.3f}"
             ),
         )
-        return self._bands() * body
+        return body
 
     def participation_plot(self):
         c = self.curves
@@ -237,9 +238,10 @@ class KDEDashboard:
                 "REM, finite d": (self.grid, c["participation_theory"]),
             },
             logx=True,
+            underlay=self._bands(),
             title=f"Condensation: participation ratio vs h (d = {self.study.dim})",
         )
-        return self._bands() * body
+        return body
 
     def distribution_plot(self, data_version=0, bandwidth=1.0):
         log_hat, log_true = self.samples
@@ -288,9 +290,10 @@ class KDEDashboard:
             ylabel="statistic of Z",
             logx=True,
             logy=True,
+            underlay=self._bands(),
             title="Heavy tails: Z = ρ̂(x)/E[ρ̂(x)|x] across datasets",
         )
-        return self._bands() * body
+        return body
 
     def slice_plot(self, data_version=0, bandwidth=1.0):
         s = self.slice

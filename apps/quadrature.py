@@ -221,7 +221,7 @@ class QuadratureDashboard:
         """Advance policy iteration by one iteration; False when the run has finished."""
         if self._stream is None:
             return False
-        with self.status.guard("running policy iteration"):
+        with self.status.guard("running policy iteration", timed=False):
             try:
                 self.records.append(next(self._stream))
             except StopIteration:
@@ -353,7 +353,7 @@ class QuadratureDashboard:
         nodes = np.linspace(0.0, quad.INTERVAL_LENGTH, s.n)
         trap = quad.trapezoid_weights(s.n, 0.0, quad.INTERVAL_LENGTH)
         layers = {"trapezoid": trap}
-        title = f"Quadrature weights on [0, T], N = {s.n}"
+        title = f"Weights on [0, T], N = {s.n}"
         try:
             w, e = quad.bq_weights(
                 s.n,
@@ -365,7 +365,7 @@ class QuadratureDashboard:
                 jitter=s.jitter,
             )
             layers[f"BQ Matérn ν={s.nu:g}"] = w
-            title += f"; BQ Σw − T = {w.sum() - quad.INTERVAL_LENGTH:+.2e}, e(w) = {e:.2e}"
+            title += f": BQ Σw − T = {w.sum() - quad.INTERVAL_LENGTH:+.1e}, e(w) = {e:.1e}"
         except Exception as exc:  # shown in the title; the alert already carries the message
             title += f" (BQ unavailable: {exc})"
         return plots.curve_family(

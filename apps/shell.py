@@ -53,7 +53,7 @@ class StatusLine:
         self.timing = pn.pane.Markdown("", css_classes=["status-timing"], margin=(0, 10))
 
     @contextmanager
-    def guard(self, action: str):
+    def guard(self, action: str, timed: bool = True):
         start = time.perf_counter()
         try:
             yield
@@ -66,7 +66,8 @@ class StatusLine:
             self.alert.visible = True
         else:
             self.clear()
-            self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
+            if timed:
+                self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
 
     def warn(self, message: str) -> None:
         self.alert.object = message

@@ -18,9 +18,28 @@ pytestmark = pytest.mark.ui
 BENIGN = re.compile(r"favicon|Failed to load resource|net::ERR_", re.IGNORECASE)
 
 
-def _wait_for_plots(page, count: int, timeout: float = 60_000) -> None:
+#: Bokeh renders inside shadow roots, so collect canvases by walking them.
+ALL_CANVASES = """() => {
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'CANVAS') found.push(el);
+      if (el.shadowRoot) walk(el.shadowRoot);
+    }
+  };
+  walk(document);
+  return found;
+}"""
+SIGNATURE = f"""() => ({ALL_CANVASES})()
+  .filter(c => c.width > 50 && c.height > 50)
+  .map(c => {{ try {{ const d = c.toDataURL(); return d.length + ':' + d.slice(-48); }}
+              catch (e) {{ return 'x'; }} }}).join('|')"""
+
+
+def _wait_for_plots(page, count: int, timeout: float = 90_000) -> None:
     page.wait_for_function(
-        f"document.querySelectorAll('.bk-Canvas, canvas').length >= {count}", timeout=timeout
+        f"({ALL_CANVASES})().filter(c => c.width > 50 && c.height > 50).length >= {count}",
+        timeout=timeout,
     )
 
 
@@ -39,11 +58,7 @@ def test_landing_page_lists_every_lab(page, server_url):
 
 def _plot_signature(page) -> str:
     """A fingerprint of what the canvases currently show (pixels, not widget state)."""
-    return page.evaluate(
-        """() => Array.from(document.querySelectorAll('canvas'))
-              .map(c => { try { return c.toDataURL().length + ':' + c.toDataURL().slice(-64) }
-                          catch (e) { return 'x' } }).join('|')"""
-    )
+    return page.evaluate(SIGNATURE)
 
 
 def test_kde_app_loads_and_bandwidth_slider_redraws(page, server_url):
@@ -61,11 +76,7 @@ def test_kde_app_loads_and_bandwidth_slider_redraws(page, server_url):
     page.wait_for_timeout(300)
     handle.press("ArrowLeft")  # keyboard moves commit value_throttled on release
     page.mouse.click(5, 5)
-    page.wait_for_function(
-        "(before) => Array.from(document.querySelectorAll('canvas')).map(c => { try { return c.toDataURL().length + ':' + c.toDataURL().slice(-64) } catch (e) { return 'x' } }).join('|') !== before",
-        arg=before,
-        timeout=30_000,
-    )
+    page.wait_for_function(f"(before) => ({SIGNATURE})() !== before", arg=before, timeout=30_000)
     assert "bandwidth=" in page.url  # the view is shareable by its link
     assert not _serious(page.console_errors), page.console_errors
     SCREENSHOT_DIR.mkdir(exist_ok=True)
@@ -79,3 +90,19 @@ def test_kde_bad_link_shows_alert_not_traceback(page, server_url):
     )
     assert "Traceback" not in page.content()
     _wait_for_plots(page, 6)
+
+
+def test_quadrature_n_slider_redraws_plots(page, server_url):
+    page.goto(server_url + "/quadrature")
+    _wait_for_plots(page, 6)
+    page.wait_for_timeout(3000)  # the first policy-iteration run streams in over ~1 s
+    assert not _serious(page.console_errors), page.console_errors
+    before = _plot_signature(page)
+    handle = page.locator(".noUi-handle").first  # the N slider is the first slider
+    handle.focus()
+    for _ in range(5):
+        handle.press("ArrowLeft")
+    page.mouse.click(5, 5)
+    page.wait_for_function(f"(before) => ({SIGNATURE})() !== before", arg=before, timeout=30_000)
+    page.wait_for_function("() => window.location.search.includes('n=5')", timeout=30_000)
+    assert not _serious(page.console_errors), page.console_errors

@@ -19,6 +19,11 @@ from workbench.fit import loglog_slope
 #: A colour-blind-safe cycle (Okabe–Ito) so families read the same in every lab.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 THEORY_STYLE = {"line_dash": "dashed", "line_width": 2}
+#: Regime colours, from the most condensed to the most spread out (bands and maps agree).
+REGIME_COLOURS = ("#F0E442", "#56B4E9", "#009E73")
+#: Per-element: axes follow each new frame when a builder feeds a DynamicMap (HoloViews only
+#: rescales overlays whose elements are framewise, not the overlay itself).
+FRAMEWISE = {"framewise": True}
 
 
 def _hv():
@@ -27,9 +32,14 @@ def _hv():
     return hv
 
 
-def _finite(x, y):
+def _finite(x, y, logx: bool = False, logy: bool = False):
+    """Drop points a plot cannot show: NaN/inf, and non-positive values on a log axis."""
     x, y = to_host(x).astype(float), to_host(y).astype(float)
     keep = np.isfinite(x) & np.isfinite(y)
+    if logx:
+        keep &= x > 0
+    if logy:
+        keep &= y > 0
     return x[keep], y[keep]
 
 
@@ -44,32 +54,43 @@ def curve_family(
     logy: bool = False,
     markers: bool = True,
     title: str = "",
+    underlay: Any = None,
 ):
     """Measured curves (solid, with markers) plus theory curves (dashed) over one swept knob.
 
     ``curves`` maps a legend label to y values on the shared ``x``; ``theory`` maps a label to
-    its own ``(x, y)`` so a dense theory line can sit over a sparse measurement.
+    its own ``(x, y)`` so a dense theory line can sit over a sparse measurement. ``underlay``
+    (e.g. :func:`shaded_regimes`) is drawn beneath; composing it here rather than with ``*``
+    afterwards keeps this overlay's axes, scales and title.
     """
     hv = _hv()
-    layers = []
+    layers = list(underlay) if underlay is not None else []
     for i, (label, y) in enumerate(curves.items()):
-        xs, ys = _finite(x, y)
+        xs, ys = _finite(x, y, logx, logy)
         colour = PALETTE[i % len(PALETTE)]
-        layers.append(hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(color=colour))
+        layers.append(
+            hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(color=colour, **FRAMEWISE)
+        )
         if markers:
             layers.append(
-                hv.Scatter((xs, ys), xlabel, ylabel, label=label).opts(color=colour, size=5)
+                hv.Scatter((xs, ys), xlabel, ylabel, label=label).opts(
+                    color=colour, size=5, **FRAMEWISE
+                )
             )
     for j, (label, (tx, ty)) in enumerate((theory or {}).items()):
-        xs, ys = _finite(tx, ty)
+        xs, ys = _finite(tx, ty, logx, logy)
         colour = PALETTE[(len(curves) + j) % len(PALETTE)]
         layers.append(
-            hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(color=colour, **THEORY_STYLE)
+            hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(
+                color=colour, **THEORY_STYLE, **FRAMEWISE
+            )
         )
     return hv.Overlay(layers).opts(
         logx=logx,
         logy=logy,
         title=title,
+        xlabel=xlabel,  # explicit: an underlay's dims would otherwise name the axes
+        ylabel=ylabel,
         legend_position="top_right",
         responsive=True,
         min_height=300,
@@ -92,6 +113,7 @@ def error_curve(
     theory_slopes: Mapping[str, float] | None = None,
     anchor: str | None = None,
     title: str = "",
+    underlay: Any = None,
 ):
     """Log–log error curves with the fitted slope of each printed in its legend label.
 
@@ -113,7 +135,15 @@ def error_curve(
             for label, slope in theory_slopes.items():
                 theory[label] = (x, y0 * (x / x0) ** slope)
     return curve_family(
-        x, labelled, xlabel=xlabel, ylabel=ylabel, theory=theory, logx=True, logy=True, title=title
+        x,
+        labelled,
+        xlabel=xlabel,
+        ylabel=ylabel,
+        theory=theory,
+        logx=True,
+        logy=True,
+        title=title,
+        underlay=underlay,
     )
 
 
@@ -160,7 +190,7 @@ def distribution(
     density, edges = np.histogram(data, bins=bins, density=True)
     layers = [
         hv.Histogram((edges, density), kdims=[xlabel], vdims=["density"]).opts(
-            alpha=0.6, color=PALETTE[0]
+            alpha=0.6, color=PALETTE[0], **FRAMEWISE
         )
     ]
     if theory is not None:
@@ -189,6 +219,7 @@ def regime_map(
     current: tuple[float, float] | None = None,
     logy: bool = False,
     title: str = "",
+    colours: Sequence[str] = REGIME_COLOURS,
 ):
     """A 2-D parameter plane coloured by regime index with theory boundary curves on top.
 
@@ -203,7 +234,7 @@ def regime_map(
     y = to_host(y).astype(float)
     regime = to_host(regime).astype(float)
     mesh = hv.QuadMesh((x, y, regime), [xlabel, ylabel], "regime").opts(
-        cmap=list(PALETTE[5 : 5 + len(regime_names)] if len(regime_names) <= 3 else PALETTE),
+        cmap=list(colours[: len(regime_names)]),
         colorbar=True,
         clim=(-0.5, len(regime_names) - 0.5),
         color_levels=len(regime_names),
@@ -229,7 +260,7 @@ def regime_map(
             )
         )
     return hv.Overlay(layers).opts(
-        logy=logy, title=title, responsive=True, min_height=320, legend_position="top_left"
+        logy=logy, title=title, responsive=True, min_height=320, legend_position="top_right"
     )
 
 
@@ -238,7 +269,7 @@ def shaded_regimes(
 ) -> Any:
     """Vertical bands between consecutive ``edges`` (e.g. 0, h_G, h_CLT, ∞) labelled by regime."""
     hv = _hv()
-    colours = colours or ("#F0E442", "#56B4E9", "#009E73")
+    colours = colours or REGIME_COLOURS
     bands = []
     for k, name in enumerate(names):
         lo, hi = float(edges[k]), float(edges[k + 1])
