@@ -16,9 +16,13 @@ from apps import shell
 from workbench import plots
 from workbench.labs import LAB_INFO
 from workbench.labs import quadrature as quad
+from workbench.study import StudyInputError
 
 INFO = LAB_INFO["quadrature"]
 KNOBS = ("system", "rule", "kernel", "nu", "n", "lengthscale", "jitter", "intervals", "max_iter")
+#: The initial gain is typed by the user: bounded text, parsed to three numbers.
+MAX_GAIN_TEXT = 80
+MAX_GAIN_ABS = 1e3
 #: Rules compared in the N-sweep panel (labels of quad.parse_rule_label).
 SWEEP_RULES = ("trapezoid", "bq-matern-0.5", "bq-matern-1.5", "bq-matern-2.5", "bq-matern-3.5")
 SWEEP_NS = tuple(range(2, 31))
@@ -119,6 +123,10 @@ class QuadratureDashboard:
         self.max_iter = pn.widgets.IntSlider(
             label="max PI iterations", start=1, end=50, value=s.max_iter
         )
+        self.initial_gain = pn.widgets.TextInput(
+            label="initial gain K₀ (LQR; u = −K₀x)", value="0, 0, 0", max_length=MAX_GAIN_TEXT
+        )
+        self.initial_gain.param.watch(self._on_knob, "value")
         self.replay = pn.widgets.Button(label="Replay policy iteration", button_type="primary")
         for name in KNOBS:
             widget = getattr(self, name)
@@ -132,13 +140,21 @@ class QuadratureDashboard:
         self.apply({"n": int(event.new)})
 
     def _on_knob(self, _event=None) -> None:
-        self.apply({name: getattr(self, name).value for name in KNOBS})
+        values = {name: getattr(self, name).value for name in KNOBS}
+        try:
+            values["initial_gain"] = parse_gain(self.initial_gain.value)
+        except StudyInputError as exc:
+            self.status.warn(str(exc))
+            return
+        self.apply(values)
 
     def apply(self, values: dict) -> None:
         """Validate and apply knob values; on bad input keep the last good run and say why."""
-        previous = {k: getattr(self.study, k) for k in KNOBS}
+        previous = {k: getattr(self.study, k) for k in (*KNOBS, "initial_gain")}
         with self.status.guard("applying the knobs"):
             self.study.checked_update(**values)
+            if self.study.system == "lqr":
+                quad.make_system("lqr", self.study.initial_gain)  # admissible K₀, or a message
             if self.study.rule == "bq":
                 # Fail fast (with the library's message) before any plot is touched.
                 quad.bq_weights(
@@ -504,6 +520,22 @@ class QuadratureDashboard:
         self._stop_stream()
         self.records = []
         self.dmaps.clear()
+
+
+def parse_gain(text: str) -> tuple[float, float, float]:
+    """``"0, 0.5, 1"`` -> (0.0, 0.5, 1.0); three finite numbers of modest size, or a message."""
+    text = (text or "")[:MAX_GAIN_TEXT]
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    try:
+        gain = tuple(float(p) for p in parts)
+    except ValueError:
+        gain = ()
+    if len(gain) != 3 or not all(np.isfinite(gain)) or max(map(abs, gain)) > MAX_GAIN_ABS:
+        raise StudyInputError(
+            f"initial gain K₀: type three numbers separated by commas, each within ±{MAX_GAIN_ABS:g} "
+            f"(got {text!r})"
+        )
+    return gain
 
 
 def create_app():

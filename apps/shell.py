@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -56,7 +57,9 @@ class StatusLine:
     def guard(self, action: str, timed: bool = True):
         start = time.perf_counter()
         try:
-            yield
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield
         except StudyInputError as exc:
             self.warn(str(exc))
         except Exception as exc:  # the server must survive anything a knob can trigger
@@ -66,6 +69,13 @@ class StatusLine:
             self.alert.visible = True
         else:
             self.clear()
+            # Warnings from the library (e.g. a Cholesky fallback) are worth a user's eyes.
+            notes = sorted({str(w.message) for w in caught if _from_workbench(w)})
+            if notes:
+                more = f" (and {len(notes) - 2} more like these)" if len(notes) > 2 else ""
+                self.alert.object = "**Note:** " + " ".join(notes[:2]) + more
+                self.alert.alert_type = "info"
+                self.alert.visible = True
             if timed:
                 self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
 
@@ -77,6 +87,12 @@ class StatusLine:
     def clear(self) -> None:
         self.alert.visible = False
         self.alert.object = ""
+
+
+def _from_workbench(warning: warnings.WarningMessage) -> bool:
+    return type(warning.message).__module__.startswith("workbench") or "workbench" in str(
+        warning.filename
+    )
 
 
 def export_buttons(

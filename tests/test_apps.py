@@ -163,3 +163,27 @@ def test_quadrature_sin_system_streams_weights(quad_dashboard):
     assert errors[-1] < 1e-8  # Newton: quadratic convergence with exact integrals
     weights = d.dmaps["gain"].last
     assert weights is not None
+
+
+def test_quadrature_non_admissible_gain_is_explained(quad_dashboard):
+    from workbench.labs import quadrature as quad
+
+    d = quad_dashboard
+    d.initial_gain.value = "0, 0, -5"  # A − BK₀ then has an eigenvalue with positive real part
+    assert d.status.alert.visible and "not admissible" in d.status.alert.object
+    assert d.study.initial_gain == (0.0, 0.0, 0.0)
+    d.initial_gain.value = "1, 1, one"
+    assert "three numbers" in d.status.alert.object
+    d.initial_gain.value = "1, 1, 1"  # stabilizing: PI starts from it
+    assert not d.status.alert.visible
+    assert d.records[0].gain_error == pytest.approx(
+        np.linalg.norm(np.ravel(d.records[0].gain) - np.ravel(quad.lqr_optimum()[0]))
+    )
+
+
+def test_quadrature_cholesky_fallback_is_a_visible_note(quad_dashboard):
+    d = quad_dashboard
+    d.apply({"rule": "bq", "jitter": 0.0, "n": 30, "lengthscale": 3.0})
+    assert d.status.alert.visible and d.status.alert.alert_type == "info"
+    assert "Cholesky failed" in d.status.alert.object
+    assert np.isfinite(d.records[-1].weight_error)

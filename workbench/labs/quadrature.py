@@ -1059,6 +1059,12 @@ class QuadratureStudy(Study):
         doc="Intervals M per PI iteration; 0: the paper's (10 for trapezoid on lqr, else 20).",
     )
     max_iter = param.Integer(DEFAULT_MAX_ITER, bounds=(1, 50), doc="Cap on PI iterations.")
+    initial_gain = param.NumericTuple(
+        default=(0.0, 0.0, 0.0),
+        length=3,
+        doc="LQR only: K₀ of the initial policy u = −K₀x; A − BK₀ must be Hurwitz (K₀ = 0 is, "
+        "since A is). Ignored for the sin system, which starts from ω₀ = [−1, 3, 1.5].",
+    )
     tol = param.Number(
         DEFAULT_TOL,
         bounds=(0.0, 1.0),
@@ -1076,6 +1082,7 @@ class QuadratureStudy(Study):
             "intervals": self.intervals or None,
             "max_iter": self.max_iter,
             "tol": self.tol,
+            "initial_gain": self.initial_gain if self.system == "lqr" else None,
         }
 
     def stream(self) -> Iterator[IterationRecord]:
