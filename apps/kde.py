@@ -391,24 +391,23 @@ class KDEDashboard:
         self.markers["heavy_tail"].move(h)
 
     def page(self):
-        sidebar = [
-            pn.pane.Markdown(f"*{INFO.paper}*"),
-            self.bandwidth,
-            self.player,
-            self.dim,
-            self.alpha,
-            self.n_queries,
-            self.seed,
-            self.size_note,
-            shell.export_buttons(self.dataset, self.figure, "kde"),
-            shell.explanation(EXPLANATION),
-        ]
-        main = [
-            pn.Column(
-                self.status.alert, self.status.timing, self.plots_area, sizing_mode="stretch_width"
-            )
-        ]
-        return shell.template(INFO.title, sidebar=sidebar, main=main)
+        return shell.lab_page(
+            INFO,
+            knobs=[
+                self.bandwidth,
+                self.player,
+                self.dim,
+                self.alpha,
+                self.n_queries,
+                self.seed,
+                self.size_note,
+            ],
+            status=self.status,
+            plots=self.plots_area,
+            dataset=self.dataset,
+            figure=self.figure,
+            text=EXPLANATION,
+        )
 
     def close(self) -> None:
         """Drop references so the session's arrays can be collected."""

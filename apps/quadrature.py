@@ -493,28 +493,28 @@ class QuadratureDashboard:
             self.panes[name].object = self.dmaps[name]
 
     def page(self):
-        sidebar = [
-            pn.pane.Markdown(f"*{INFO.paper}*"),
-            self.system,
-            self.rule,
-            self.n,
-            self.player,
-            self.kernel,
-            self.nu,
-            self.lengthscale,
-            self.jitter,
-            self.intervals,
-            self.max_iter,
-            self.replay,
-            shell.export_buttons(self.dataset, self.figure, "quadrature"),
-            shell.explanation(EXPLANATION),
-        ]
-        main = [
-            pn.Column(
-                self.status.alert, self.status.timing, self.plots_area, sizing_mode="stretch_width"
-            )
-        ]
-        return shell.template(INFO.title, sidebar=sidebar, main=main)
+        return shell.lab_page(
+            INFO,
+            knobs=[
+                self.system,
+                self.rule,
+                self.n,
+                self.player,
+                self.kernel,
+                self.nu,
+                self.lengthscale,
+                self.jitter,
+                self.intervals,
+                self.max_iter,
+                self.initial_gain,
+                self.replay,
+            ],
+            status=self.status,
+            plots=self.plots_area,
+            dataset=self.dataset,
+            figure=self.figure,
+            text=EXPLANATION,
+        )
 
     def close(self) -> None:
         self._stop_stream()

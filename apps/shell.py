@@ -40,6 +40,19 @@ def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTe
     )
 
 
+def lab_page(info, *, knobs: list, status: StatusLine, plots, dataset, figure, text: str):
+    """A lab's page: paper, knobs, export and explanation in the sidebar; alert, timing and
+    plots in the main area."""
+    sidebar = [
+        pn.pane.Markdown(f"*{info.paper}*"),
+        *knobs,
+        export_buttons(dataset, figure, info.name),
+        explanation(text),
+    ]
+    main = [pn.Column(status.alert, status.timing, plots, sizing_mode="stretch_width")]
+    return template(info.title, sidebar=sidebar, main=main)
+
+
 class StatusLine:
     """An alert for bad input or failures plus a one-line status ("rendered in 42 ms").
 
