@@ -146,7 +146,16 @@ class QuadratureDashboard:
         except StudyInputError as exc:
             self.status.warn(str(exc))
             return
-        self.apply(values)
+        # Sweeps over N take up to a second: show the loading state first, then compute.
+        self.plots_area.loading = True
+
+        def apply_and_clear():
+            try:
+                self.apply(values)
+            finally:
+                self.plots_area.loading = False
+
+        shell.defer(apply_and_clear)
 
     def apply(self, values: dict) -> None:
         """Validate and apply knob values; on bad input keep the last good run and say why."""

@@ -34,9 +34,6 @@ def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTe
         header_background=ACCENT,
         sidebar_width=340,
         main_layout=None,
-        busy_indicator=pn.indicators.LoadingSpinner(
-            value=False, size=24, name="busy", css_classes=["busy-indicator"]
-        ),
     )
 
 

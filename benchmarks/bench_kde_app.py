@@ -56,7 +56,9 @@ def main() -> None:
         f"KDE dashboard, bandwidth move (d = {s.dim}, alpha = {s.alpha}, "
         f"n = {round(np.exp(s.alpha * s.dim)):,}, {s.n_queries} queries)"
     )
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; backend: {backend.backend_name()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; backend: {backend.backend_name()}"
+    )
     print(f"session build + first render                 {1e3 * build:8.0f} ms")
     print(
         f"bandwidth move (in-place markers)  median {np.median(ours):6.0f} ms   "
