@@ -115,3 +115,23 @@ def test_netcdf_and_csv_export_round_trip(tmp_path):
     text = sweep.to_csv(ds)
     assert text.splitlines()[0].split(",")[:3] == ["a", "b", "y"]
     assert len(text.splitlines()) == 1 + 4
+
+
+def test_csv_of_mixed_dims_is_long_not_a_cartesian_blowup():
+    ds = xr.Dataset(
+        {
+            "error": (("iteration",), [1.0, 0.1, 0.01]),
+            "trajectory": (("sample", "state"), np.arange(8.0).reshape(4, 2)),
+            "final": ((), 0.01),
+        },
+        coords={"iteration": [1, 2, 3], "sample": [0, 1, 2, 3], "state": ["x1", "x2"]},
+    )
+    lines = sweep.to_csv(ds).splitlines()
+    assert lines[0] == "variable,iteration,sample,state,value"
+    assert len(lines) == 1 + 3 + 8 + 1  # one row per value, not 3 x 4 x 2 rows per variable
+    assert "trajectory,,3,x2,7.0" in lines
+
+
+def test_nan_is_named_as_not_finite(tmp_path):
+    with pytest.raises(StudyInputError, match="finite"):
+        sweep.run(Counting(), {"a": [float("nan")]}, cache_dir=tmp_path)

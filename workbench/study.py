@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 from typing import Any, ClassVar
 
 import param
@@ -63,6 +64,10 @@ class Study(param.Parameterized):
                 f"{self.lab}: unknown parameter(s) {', '.join(unknown)}; "
                 f"choose from {', '.join(self.knob_names())}"
             )
+        for name, value in values.items():
+            # param's bound check reads NaN as out of range; say what is actually wrong.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise StudyInputError(f"{self.lab}: {name} must be a finite number, got {value}")
         try:
             self.param.update(**values)
         except ValueError as exc:

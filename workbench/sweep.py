@@ -217,8 +217,9 @@ def _assemble(results, points, names, shape, lab, version) -> xr.Dataset:
         nested: Any = np.empty(shape, dtype=object)
         for idx, ds in zip(np.ndindex(*shape), stamped, strict=True):
             nested[idx] = ds
+        # join="outer": points may differ in ragged dims (PI iterations, samples); pad with NaN.
         out = xr.combine_nested(
-            nested.tolist(), concat_dim=names, coords="different", compat="equals"
+            nested.tolist(), concat_dim=names, coords="different", compat="equals", join="outer"
         )
         out = out.transpose(*names, ...)
     out.attrs.update({"lab": lab, "code_version": version, "swept": ",".join(names)})
@@ -233,14 +234,34 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 
 def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
-    """Flatten ``ds`` to a table (one row per coordinate tuple). Returns text if ``path`` is None."""
-    # Swept knobs first, in the order the user gave them, then any dims the lab adds.
+    """Write ``ds`` as CSV (returns the text if ``path`` is None).
+
+    When every variable has the same dims, one wide table: a row per coordinate tuple, a column
+    per variable. When dims differ (a per-iteration error beside a per-sample trajectory), a
+    wide table would be the Cartesian product of all dims, so the table is long instead: one
+    row per value, with ``variable``, each dim's coordinate (empty where it does not apply) and
+    ``value``; its size is the number of values, never more.
+    """
+    import pandas as pd
+
     swept = [d for d in ds.attrs.get("swept", "").split(",") if d in ds.dims]
-    table = ds.to_dataframe(dim_order=swept + [d for d in ds.dims if d not in swept])
-    if path is None:
-        return table.to_csv()
-    table.to_csv(path)
-    return None
+    dim_order = swept + [d for d in ds.dims if d not in swept]
+    if len({frozenset(ds[v].dims) for v in ds.data_vars}) <= 1:
+        table = ds.to_dataframe(dim_order=[d for d in dim_order if d in ds.dims])
+        return table.to_csv(path) if path is not None else table.to_csv()
+    frames = []
+    for name in ds.data_vars:
+        var = ds[name]
+        order = [d for d in dim_order if d in var.dims]
+        frame = (
+            var.transpose(*order).to_series().rename("value").reset_index()
+            if order
+            else (pd.DataFrame({"value": [var.values.item()]}))
+        )
+        frames.append(frame.assign(variable=name))
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["variable", *[d for d in dim_order if d in table.columns], "value"]]
+    return table.to_csv(path, index=False) if path is not None else table.to_csv(index=False)
 
 
 def iter_values(text: str) -> Iterable[Any]:
