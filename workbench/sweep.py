@@ -258,7 +258,8 @@ def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
             if order
             else (pd.DataFrame({"value": [var.values.item()]}))
         )
-        frames.append(frame.assign(variable=name))
+        # object columns: integer coordinates stay integers beside the blanks of other variables
+        frames.append(frame.astype({d: object for d in order}).assign(variable=name))
     table = pd.concat(frames, ignore_index=True)
     table = table[["variable", *[d for d in dim_order if d in table.columns], "value"]]
     return table.to_csv(path, index=False) if path is not None else table.to_csv(index=False)
