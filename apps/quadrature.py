@@ -7,6 +7,8 @@ panels, so Newton's quadratic convergence and the quadrature floor appear as the
 
 from __future__ import annotations
 
+import functools
+
 import holoviews as hv
 import numpy as np
 import panel as pn
@@ -198,23 +200,7 @@ class QuadratureDashboard:
         s = self.study
         key = (s.system, s.lengthscale, s.jitter, s.intervals, s.max_iter)
         if key != self._sweep_key:
-            self.sweep = quad.error_vs_n(
-                s.system,
-                rules=SWEEP_RULES,
-                ns=SWEEP_NS,
-                lengthscale=s.lengthscale,
-                jitter=s.jitter,
-                intervals=s.intervals or None,
-                max_iter=s.max_iter,
-            )
-            self.reference = quad.run_policy_iteration(
-                s.system,
-                n=2,
-                rule="exact",
-                intervals=s.intervals or None,
-                max_iter=s.max_iter,
-                tol=0.0 if s.system == "lqr" else quad.DEFAULT_TOL,
-            )
+            self.sweep, self.reference = n_sweep(*key)
             self._sweep_key = key
             self.panes["sweep"].object = self.sweep_plot()
         self.wce = quad.worst_case_errors(
@@ -529,6 +515,36 @@ class QuadratureDashboard:
         self._stop_stream()
         self.records = []
         self.dmaps.clear()
+
+
+@functools.lru_cache(maxsize=16)
+def n_sweep(system: str, lengthscale: float, jitter: float, intervals: int, max_iter: int):
+    """The N-sweep and the exact-integral reference run, shared by all sessions (read-only)."""
+    sweep = quad.error_vs_n(
+        system,
+        rules=SWEEP_RULES,
+        ns=SWEEP_NS,
+        lengthscale=lengthscale,
+        jitter=jitter,
+        intervals=intervals or None,
+        max_iter=max_iter,
+    )
+    reference = quad.run_policy_iteration(
+        system,
+        n=2,
+        rule="exact",
+        intervals=intervals or None,
+        max_iter=max_iter,
+        tol=0.0 if system == "lqr" else quad.DEFAULT_TOL,
+    )
+    return sweep, reference
+
+
+def warm_cache() -> None:
+    """Compute the default view's N-sweeps (``workbench serve`` calls this in the background)."""
+    s = quad.QuadratureStudy()
+    for system in quad.SYSTEMS:
+        n_sweep(system, s.lengthscale, s.jitter, s.intervals, s.max_iter)
 
 
 def parse_gain(text: str) -> tuple[float, float, float]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import socket
+import threading
 
 import panel as pn
 
@@ -24,6 +26,15 @@ def routes() -> dict:
     for lab in LAB_INFO:
         table[lab] = _app_factory(lab)
     return table
+
+
+def _warm_caches() -> None:
+    """Compute each lab's default view once, so the first visitor does not wait for it."""
+    for lab in LAB_INFO:
+        try:
+            importlib.import_module(f"apps.{lab}").warm_cache()
+        except Exception:  # warming is an optimisation; a failure shows up in the session
+            logging.getLogger("workbench.apps").exception("warming %s failed", lab)
 
 
 def _check_port(address: str, port: int) -> None:
@@ -60,6 +71,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
     # The URL line is what users (and the browser tests) read to find the server.
     print(f"workbench: serving {len(LAB_INFO)} labs at {url}", flush=True)
+    threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:
         server.io_loop.add_callback(server.show, "/")
     server.start()

@@ -187,3 +187,15 @@ def test_quadrature_cholesky_fallback_is_a_visible_note(quad_dashboard):
     assert d.status.alert.visible and d.status.alert.alert_type == "info"
     assert "Cholesky failed" in d.status.alert.object
     assert np.isfinite(d.records[-1].weight_error)
+
+
+def test_sessions_share_the_expensive_panels(cache_dir):
+    """A second visitor (or a reloaded demo) reuses the first one's grid computations."""
+    from apps.kde import KDEDashboard
+    from apps.quadrature import QuadratureDashboard
+
+    first, second = KDEDashboard(), KDEDashboard()
+    assert first.curves is second.curves and first.heavy is second.heavy
+    assert first.study is not second.study  # knobs stay per session
+    q1, q2 = QuadratureDashboard(), QuadratureDashboard()
+    assert q1.sweep is q2.sweep and q1.records is not q2.records
