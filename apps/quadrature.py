@@ -67,6 +67,8 @@ class QuadratureDashboard:
         self._stream = None
         self._callback = None
         self._sweep_key = None
+        self._wce_key = None
+        self._live_system = None
         self.pipes: dict = {}
         self._build_widgets()
         self._build_plots()
@@ -203,11 +205,15 @@ class QuadratureDashboard:
             self.sweep, self.reference = n_sweep(*key)
             self._sweep_key = key
             self.panes["sweep"].object = self.sweep_plot()
-        self.wce = quad.worst_case_errors(
-            ns=SWEEP_NS, nus=(0.5, 1.5, 2.5, 3.5), lengthscale=s.lengthscale, jitter=s.jitter
-        )
-        self.panes["weights"].object = self.weights_plot()
-        self.panes["wce"].object = self.wce_plot()
+        if (s.lengthscale, s.jitter) != self._wce_key:
+            self.wce = quad.worst_case_errors(
+                ns=SWEEP_NS, nus=(0.5, 1.5, 2.5, 3.5), lengthscale=s.lengthscale, jitter=s.jitter
+            )
+            self._wce_key = (s.lengthscale, s.jitter)
+            self.panes["wce"].object = self.wce_plot()
+        # N, ν and the rule only move markers and feed streams: no figure is replaced, so the
+        # browser never receives a patch for a model it has already dropped.
+        self.weights_stream.event(version=self.weights_stream.version + 1)
         self.n_marker.move(float(s.n))
         self.wce_marker.move(float(s.n))
 
@@ -219,7 +225,11 @@ class QuadratureDashboard:
         # The first iteration is computed now, so every panel has data to lay out; the rest
         # stream in, one per tick.
         self.records.append(next(self._stream))
-        self._build_live_panels()
+        if self._live_system != self.study.system:
+            self._build_live_panels()  # the state and gain layers differ between systems
+            self._live_system = self.study.system
+        else:
+            self._push()
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
             self._callback = pn.state.add_periodic_callback(self.step, period=STREAM_PERIOD_MS)
@@ -290,7 +300,7 @@ class QuadratureDashboard:
             (data["iteration"], data["error"]),
             "PI iteration i",
             "‖ωᵢ − ω*‖₂",
-            label=f"{self._rule_label()}, N = {self.study.n}",
+            label="this run",
         )
         dots = hv.Scatter(live).opts(size=7, color=plots.PALETTE[0])
         exact = hv.Curve(
@@ -300,9 +310,9 @@ class QuadratureDashboard:
             label="exact integrals (Newton)",
         ).opts(color=plots.PALETTE[1], **plots.THEORY_STYLE)
         floor = float(self.sweep_floor())
-        title = "Policy iteration, live"
+        title = f"PI live, {self._rule_label()}, N = {self.study.n}"
         if data["error"].size:
-            title += f": ‖ω − ω*‖ = {data['error'][-1]:.3e} after {data['error'].size} iterations"
+            title += f": {data['error'][-1]:.2e} after {data['error'].size} it."
         return (
             exact
             * live.opts(color=plots.PALETTE[0])
@@ -359,12 +369,12 @@ class QuadratureDashboard:
         )
         return overlay.opts(hooks=[self.n_marker.hook], min_height=PLOT_HEIGHT)
 
-    def weights_plot(self):
+    def weights_plot(self, version=0):
         s = self.study
         nodes = np.linspace(0.0, quad.INTERVAL_LENGTH, s.n)
         trap = quad.trapezoid_weights(s.n, 0.0, quad.INTERVAL_LENGTH)
         layers = {"trapezoid": trap}
-        title = f"Weights on [0, T], N = {s.n}"
+        title = f"Weights on [0, T], N = {s.n}, ν = {s.nu:g}"
         try:
             w, e = quad.bq_weights(
                 s.n,
@@ -375,9 +385,10 @@ class QuadratureDashboard:
                 lengthscale=s.lengthscale,
                 jitter=s.jitter,
             )
-            layers[f"BQ Matérn ν={s.nu:g}"] = w
+            layers["BQ (Matérn)"] = w
             title += f": BQ Σw − T = {w.sum() - quad.INTERVAL_LENGTH:+.1e}, e(w) = {e:.1e}"
         except Exception as exc:  # shown in the title; the alert already carries the message
+            layers["BQ (Matérn)"] = np.full(s.n, np.nan)  # same layers, nothing drawn
             title += f" (BQ unavailable: {exc})"
         return plots.curve_family(
             nodes, layers, xlabel="node time t", ylabel="weight wₙ", title=title
@@ -464,7 +475,9 @@ class QuadratureDashboard:
             name: pn.pane.HoloViews(hv.Curve([]), **kw)
             for name in ("pi", "sweep", "weights", "wce", "trajectory", "gain")
         }
-        self.dmaps = {}
+        self.weights_stream = hv.streams.Stream.define("Version", version=0)()
+        self.dmaps = {"weights": hv.DynamicMap(self.weights_plot, streams=[self.weights_stream])}
+        self.panes["weights"].object = self.dmaps["weights"]
         p = self.panes
         self.plots_area = pn.Column(
             pn.Row(p["pi"], p["sweep"], sizing_mode="stretch_width"),

@@ -205,15 +205,16 @@ class LiveMarker:
         from bokeh.models import ColumnDataSource, Span
 
         figure = plot.state
-        self._models = [m for m in self._models if m.document is not None]  # drop dead figures
         if self.kind == "point":
-            source = ColumnDataSource({"x": [self.x], "y": [self.y]})
-            figure.scatter("x", "y", source=source, **self.style)
-            self._models.append(source)
+            model = ColumnDataSource({"x": [self.x], "y": [self.y]})
+            figure.scatter("x", "y", source=model, **self.style)
         else:
-            span = Span(location=self.x, dimension="height", **self.style)
-            figure.add_layout(span)
-            self._models.append(span)
+            model = Span(location=self.x, dimension="height", **self.style)
+            figure.add_layout(model)
+        # Only the newest figure's glyph is live: a marker belongs to one pane, and editing a
+        # glyph of a figure the pane has replaced would send the browser a patch for a model
+        # it has already dropped ("reference ... isn't known").
+        self._models = [model]
 
     def move(self, x: float, y: float | None = None) -> None:
         self.x, self.y = float(x), float("nan") if y is None else float(y)

@@ -142,8 +142,8 @@ def test_quadrature_rule_change_updates_plots(quad_dashboard):
     assert not d.status.alert.visible
     final = d.records[-1].weight_error
     assert final == pytest.approx(6.2e-6, rel=0.03)  # brief: BQ ν = 7/2, jitter 1e-8, N = 10
-    title = d.panes["weights"].object.opts.get().kwargs["title"]
-    assert "BQ" in title
+    (plot, _model), *_ = d.panes["weights"]._plots.values()
+    assert "BQ Σw − T" in plot.state.title.text  # the rendered title reports the BQ weight sum
 
 
 def test_quadrature_bad_input_keeps_last_run(quad_dashboard):
