@@ -15,15 +15,18 @@ def _render(dashboard):
     return dashboard.plots_area.get_root(Document())
 
 
-def _rendered_columns(pane, column: str) -> list[np.ndarray]:
-    """The arrays named ``column`` in the Bokeh data sources a pane has sent to the page."""
+def _rendered_columns(pane, column: str | None = None) -> list[np.ndarray]:
+    """Float arrays in the Bokeh data sources a pane has sent to the page (only ``column``'s,
+    when given)."""
     from bokeh.models import ColumnDataSource
 
     out = []
     for _ref, (plot, _model) in pane._plots.items():
         for source in plot.state.select({"type": ColumnDataSource}):
-            if column in source.data:
-                out.append(np.asarray(source.data[column], dtype=float).copy())
+            for name, values in source.data.items():
+                arr = np.asarray(values)
+                if (column is None or name == column) and arr.dtype.kind == "f":
+                    out.append(arr.copy())
     return out
 
 
@@ -99,19 +102,6 @@ def test_kde_exports_data_and_figure(kde_dashboard, tmp_path):
     assert "Bokeh" in html.read_text()[:20000]
 
 
-def _all_rendered(pane) -> list[np.ndarray]:
-    from bokeh.models import ColumnDataSource
-
-    out = []
-    for _ref, (plot, _model) in pane._plots.items():
-        for source in plot.state.select({"type": ColumnDataSource}):
-            for values in source.data.values():
-                arr = np.asarray(values)
-                if arr.dtype.kind == "f":
-                    out.append(arr.copy())
-    return out
-
-
 @pytest.fixture
 def quad_dashboard():
     from apps.quadrature import QuadratureDashboard
@@ -124,10 +114,10 @@ def quad_dashboard():
 def test_quadrature_n_change_updates_pi_curve(quad_dashboard):
     d = quad_dashboard
     err_n10 = d.records[-1].weight_error
-    drawn_before = _all_rendered(d.panes["pi"])
+    drawn_before = _rendered_columns(d.panes["pi"])
     d.apply({"n": 5})
     err_n5 = d.records[-1].weight_error
-    drawn_after = _all_rendered(d.panes["pi"])
+    drawn_after = _rendered_columns(d.panes["pi"])
     assert any(np.isclose(col, err_n5).any() for col in drawn_after)  # the plot shows the new run
     assert not any(np.isclose(col, err_n5).any() for col in drawn_before)
     # Trapezoid error ∝ (N − 1)^-2: (9/4)² ≈ 5.06 between N = 5 and N = 10 (brief: 1.1776e-3

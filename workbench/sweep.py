@@ -52,11 +52,8 @@ def default_cache_dir() -> Path:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and value.is_integer():
-        return value  # keep 1.0 distinct from 1 only by type, which json preserves
-    return value
+    """NumPy scalars as Python numbers, so a key does not depend on where a value came from."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def point_key(lab: str, values: Mapping[str, Any], code_version: str) -> str:
