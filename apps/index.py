@@ -6,7 +6,7 @@ import panel as pn
 
 import workbench
 from apps.shell import template
-from workbench.labs import LAB_INFO
+from workbench.labs import registry
 
 
 def lab_card(info) -> pn.viewable.Viewable:
@@ -24,9 +24,9 @@ def create_index():
         "by its URL.",
         sizing_mode="stretch_width",
     )
-    cards = [lab_card(info) for info in LAB_INFO.values()]
+    cards = [lab_card(info) for info in registry().values()]
     about = pn.pane.Markdown(
-        f"**workbench {workbench.__version__}**\n\nLabs: {len(LAB_INFO)}\n\n"
+        f"**workbench {workbench.__version__}**\n\nLabs: {len(registry())}\n\n"
         "Run `workbench info` for the compute backend and device."
     )
     return template("workbench: labs from papers", sidebar=[about], main=[intro, *cards])

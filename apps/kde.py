@@ -16,9 +16,9 @@ import param
 
 from apps import shell
 from workbench import plots
-from workbench.labs import LAB_INFO, kde
+from workbench.labs import kde, registry
 
-INFO = LAB_INFO["kde"]
+INFO = registry()["kde"]
 DATA_KNOBS = ("dim", "alpha", "n_queries", "seed")
 #: Bandwidth slider stops: log-spaced, wide enough for every α the lab allows.
 BANDWIDTH_STOPS = tuple(float(f"{h:.4g}") for h in np.geomspace(0.05, 5.0, 97))

@@ -16,11 +16,11 @@ import xarray as xr
 
 from apps import shell
 from workbench import plots
-from workbench.labs import LAB_INFO
+from workbench.labs import registry
 from workbench.labs import quadrature as quad
 from workbench.study import StudyInputError
 
-INFO = LAB_INFO["quadrature"]
+INFO = registry()["quadrature"]
 KNOBS = ("system", "rule", "kernel", "nu", "n", "lengthscale", "jitter", "intervals", "max_iter")
 #: The initial gain is typed by the user: bounded text, parsed to three numbers.
 MAX_GAIN_TEXT = 80

@@ -9,7 +9,7 @@ import threading
 
 import panel as pn
 
-from workbench.labs import LAB_INFO
+from workbench.labs import registry
 
 
 def _app_factory(lab: str):
@@ -23,14 +23,14 @@ def routes() -> dict:
     from apps.index import create_index
 
     table = {"/": create_index}
-    for lab in LAB_INFO:
+    for lab in registry():
         table[lab] = _app_factory(lab)
     return table
 
 
 def _warm_caches() -> None:
     """Compute each lab's default view once, so the first visitor does not wait for it."""
-    for lab in LAB_INFO:
+    for lab in registry():
         try:
             importlib.import_module(f"apps.{lab}").warm_cache()
         except Exception:  # warming is an optimisation; a failure shows up in the session
@@ -57,7 +57,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
     """Serve every lab until interrupted (blocks)."""
     _check_port(address, port)
     origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}] if port else ["*"]
-    titles = {"/": "workbench"} | {lab: info.title for lab, info in LAB_INFO.items()}
+    titles = {"/": "workbench"} | {lab: info.title for lab, info in registry().items()}
     server = pn.serve(
         routes(),
         port=port,
@@ -70,7 +70,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
     )
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
     # The URL line is what users (and the browser tests) read to find the server.
-    print(f"workbench: serving {len(LAB_INFO)} labs at {url}", flush=True)
+    print(f"workbench: serving {len(registry())} labs at {url}", flush=True)
     threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:
         server.io_loop.add_callback(server.show, "/")

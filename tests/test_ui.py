@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.conftest import SCREENSHOT_DIR
-from workbench.labs import LAB_INFO
+from workbench.labs import registry
 
 pytestmark = pytest.mark.ui
 
@@ -49,7 +49,7 @@ def _serious(errors: list[str]) -> list[str]:
 
 def test_landing_page_lists_every_lab(page, server_url):
     page.goto(server_url + "/")
-    for info in LAB_INFO.values():
+    for info in registry().values():
         link = page.get_by_role("link", name=info.title)
         link.wait_for(timeout=30_000)
         assert link.get_attribute("href").rstrip("/").endswith(info.name)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.labs import LAB_INFO, study_class
+from workbench.labs import registry, study_class
 from workbench.study import StudyInputError
 
 #: The most values one ``--set`` may list (a user-controlled size).
@@ -38,8 +38,8 @@ def _parse_sets(items: list[str]) -> dict[str, list]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench import sweep
 
-    if args.lab not in LAB_INFO:
-        raise StudyInputError(f"unknown lab {args.lab!r}; choose one of {', '.join(LAB_INFO)}")
+    if args.lab not in registry():
+        raise StudyInputError(f"unknown lab {args.lab!r}; choose one of {', '.join(registry())}")
     grid = _parse_sets(args.set)
     if not grid:
         raise StudyInputError("give at least one --set name=v1,v2,... to sweep")
@@ -77,7 +77,7 @@ def cmd_info(_args: argparse.Namespace) -> int:
             print(f"{pkg:>10}: {version(pkg)}")
         except PackageNotFoundError:
             print(f"{pkg:>10}: not installed")
-    print(f"{'labs':>10}: {', '.join(LAB_INFO)}")
+    print(f"{'labs':>10}: {', '.join(registry())}")
     return 0
 
 
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     sw = sub.add_parser("sweep", help="run a lab over a grid of parameter values")
-    sw.add_argument("lab", help=f"one of: {', '.join(LAB_INFO)}")
+    sw.add_argument("lab", help=f"one of: {', '.join(registry())}")
     sw.add_argument(
         "--set",
         action="append",

@@ -1,15 +1,23 @@
 """The Study: one lab's knobs (declared with ``param``, with bounds and docs) and its compute.
 
 A lab subclasses :class:`Study`, declares its parameters, and implements :meth:`Study.evaluate`,
-which returns an :class:`xarray.Dataset` for the current parameter values. Apps bind widgets to
-these parameters, notebooks set them directly, and :mod:`workbench.sweep` runs them over grids.
+which returns an :class:`xarray.Dataset` for the current parameter values. Apps build their
+widgets from these parameter declarations, notebooks set them directly, and
+:mod:`workbench.sweep` runs them over grids. The class attributes :attr:`Study.lab`,
+:attr:`Study.title`, :attr:`Study.paper`, :attr:`Study.paper_url` and :attr:`Study.summary`
+make the lab known to the landing page, the CLI and the server (:mod:`workbench.labs`).
+
+A lab's package lives in ``workbench/labs/<lab>/``; its ``__init__`` re-exports the public
+functions and the Study, and its figures live in ``workbench/labs/<lab>/figures.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
+import importlib.metadata
 import math
+import sys
+from pathlib import Path
 from typing import Any, ClassVar
 
 import param
@@ -22,21 +30,64 @@ class StudyInputError(ValueError):
     """A parameter value the lab cannot run with; the message is meant for the user."""
 
 
+def knob_label(parameterized: Any, name: str) -> str:
+    """The label a user sees for a knob (``param``'s ``label``, e.g. "dimension d")."""
+    p = parameterized.param[name]
+    return p.label or name
+
+
+def _bounds_text(p: param.Parameter) -> str:
+    bounds = getattr(p, "bounds", None)
+    if bounds is None:
+        objects = getattr(p, "objects", None)
+        if objects:
+            names = getattr(p, "names", None) or {}
+            shown = list(names) if names else [str(o) for o in objects]
+            return "one of " + ", ".join(shown)
+        return ""
+    lo, hi = bounds
+    inc_lo, inc_hi = getattr(p, "inclusive_bounds", (True, True))
+    if lo is not None and hi is not None:
+        return f"between {lo:g} and {hi:g}"
+    if lo is not None:
+        return f"at least {lo:g}" if inc_lo else f"greater than {lo:g}"
+    if hi is not None:
+        return f"at most {hi:g}" if inc_hi else f"less than {hi:g}"
+    return ""
+
+
 class Study(param.Parameterized):
     """Base class for a lab's study.
 
-    Subclasses set :attr:`lab` and implement :meth:`evaluate`. A parameter named in
-    :attr:`vectorized` may be passed to :meth:`evaluate` as a 1-D sequence of values; the
-    study then returns a Dataset with a dimension of that name, computed in one go (e.g. all
-    bandwidths from one distance matrix). Sweeps use this to avoid K separate runs.
+    Subclasses set the registry attributes (:attr:`lab`, :attr:`title`, :attr:`paper`,
+    :attr:`paper_url`, :attr:`summary`), declare knobs with ``param`` (``label=`` is what a
+    widget shows, ``doc=`` its tooltip, ``bounds=`` what it accepts) and implement
+    :meth:`evaluate`. Checks that involve several knobs at once (memory and size caps) go in
+    :meth:`validate`, which :meth:`checked_update` runs before any work starts.
+
+    A parameter named in :attr:`vectorized` may be passed to :meth:`evaluate` as a 1-D sequence
+    of values; the study then returns a Dataset with a dimension of that name, computed in one
+    go (e.g. all bandwidths from one distance matrix). Sweeps use this to avoid K separate runs.
     """
 
     lab: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    paper_url: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
     vectorized: ClassVar[tuple[str, ...]] = ()
 
     def evaluate(self, **vectorized_values: Any) -> xr.Dataset:
         """Compute the lab's measurements at the current parameter values."""
         raise NotImplementedError
+
+    def validate(self) -> None:
+        """Raise :class:`StudyInputError` if the current knobs cannot run (e.g. a size cap).
+
+        Called by :meth:`checked_update` after the new values are set (and rolled back when it
+        raises), so a page refuses a setting before any heavy work starts. Messages name the
+        knob by its label and the bound, e.g. "width n must be at most 4096".
+        """
 
     def values(self) -> dict[str, Any]:
         """Current parameter values, without param's bookkeeping ``name``."""
@@ -48,27 +99,80 @@ class Study(param.Parameterized):
 
     @classmethod
     def code_version(cls) -> str:
-        """Package version plus a hash of the lab's source: a code change invalidates caches."""
-        try:
-            source = inspect.getsource(inspect.getmodule(cls))
-        except (OSError, TypeError):
-            source = cls.__qualname__
-        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-        return f"{workbench.__version__}+{digest}"
+        """Package version plus a hash of every source file the lab's results depend on.
+
+        The lab's own package (all its modules), the shared core (``study.py``, ``sweep.py``,
+        ``backend.py``) and the NumPy/SciPy/xarray versions: a change in any of them
+        invalidates cached sweep points.
+        """
+        digest = hashlib.sha256()
+        for path in _source_files(cls):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        for dist in ("numpy", "scipy", "xarray"):
+            try:
+                digest.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return f"{workbench.__version__}+{digest.hexdigest()[:12]}"
 
     def checked_update(self, **values: Any) -> None:
-        """Set parameters, turning param's bound/type errors into :class:`StudyInputError`."""
+        """Set parameters, turning param's bound/type errors into :class:`StudyInputError`.
+
+        All-or-nothing: if any value is refused, or :meth:`validate` refuses the combination,
+        every knob keeps its previous value.
+        """
         unknown = sorted(set(values) - set(self.knob_names()))
         if unknown:
             raise StudyInputError(
-                f"{self.lab}: unknown parameter(s) {', '.join(unknown)}; "
-                f"choose from {', '.join(self.knob_names())}"
+                f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(self.knob_names())}"
             )
         for name, value in values.items():
             # param's bound check reads NaN as out of range; say what is actually wrong.
             if isinstance(value, float) and not math.isfinite(value):
-                raise StudyInputError(f"{self.lab}: {name} must be a finite number, got {value}")
+                raise StudyInputError(
+                    f"{knob_label(self, name)} must be a finite number, got {value}"
+                )
+        previous = {name: getattr(self, name) for name in values}
         try:
-            self.param.update(**values)
-        except ValueError as exc:
-            raise StudyInputError(f"{self.lab}: {exc}") from exc
+            for name, value in values.items():
+                try:
+                    self.param.update(**{name: value})
+                except (ValueError, TypeError) as exc:
+                    raise StudyInputError(self._refusal(name, value)) from exc
+            self.validate()
+        except StudyInputError:
+            with param.parameterized.discard_events(self):
+                self.param.update(**previous)
+            raise
+
+    def _refusal(self, name: str, value: Any) -> str:
+        """A refusal a student can read: the knob's label, the value and what is allowed."""
+        p = self.param[name]
+        allowed = _bounds_text(p)
+        shown = str(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        kind = {param.Integer: "a whole number", param.Number: "a number"}.get(type(p))
+        text = f"{knob_label(self, name)}: {shown!r} is not allowed"
+        if allowed:
+            text += f"; it must be {allowed}"
+        elif kind:
+            text += f"; it must be {kind}"
+        return text
+
+
+def _source_files(cls: type) -> list[Path]:
+    """The lab's package files (or its module) plus the shared core modules, sorted."""
+    core = Path(__file__).parent
+    files = {core / "study.py", core / "sweep.py", core / "backend.py"}
+    module = sys.modules.get(cls.__module__)
+    origin = Path(getattr(module, "__file__", "") or "")
+    if origin.is_file():
+        # A lab package: hash every module in it (helpers included), not only the study's file.
+        package_dir = origin.parent
+        if (package_dir / "__init__.py").exists() and package_dir != core:
+            files.update(package_dir.rglob("*.py"))
+        else:
+            files.add(origin)
+    return sorted(f for f in files if f.is_file())

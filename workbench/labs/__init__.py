@@ -1,56 +1,93 @@
-"""One module per lab: a param ``Study`` plus its compute functions.
+"""The labs: one package per lab, each with a param ``Study`` that describes it.
 
-``LAB_INFO`` describes every lab without importing it (the landing page and the CLI read it);
-:func:`study_class` imports a lab on demand.
+Labs are discovered, never listed: every module or package directly under ``workbench.labs`` that
+defines a :class:`~workbench.study.Study` subclass with a ``lab`` name is a lab, and so is every
+entry point in the ``workbench.labs`` group (a lab shipped by another package). The landing page,
+``workbench info``, ``workbench sweep`` and the server routes all read :func:`registry`.
+
+>>> from workbench.labs import registry
+>>> registry()["kde"].title
+'Kernel density estimation in large dimensions'
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
+import inspect
+import logging
+import pkgutil
 from dataclasses import dataclass
+
+log = logging.getLogger("workbench.labs")
+ENTRY_POINT_GROUP = "workbench.labs"
 
 
 @dataclass(frozen=True)
 class LabInfo:
+    """What the landing page and the CLI show about a lab (read from its Study class)."""
+
     name: str
     title: str
     paper: str
+    paper_url: str
     summary: str
-    study: str  # class name inside workbench.labs.<name>
+    study: type
+
+    @classmethod
+    def from_study(cls, study: type) -> LabInfo:
+        return cls(
+            name=study.lab,
+            title=study.title or study.lab,
+            paper=study.paper,
+            paper_url=study.paper_url,
+            summary=study.summary,
+            study=study,
+        )
 
 
-LAB_INFO: dict[str, LabInfo] = {
-    "kde": LabInfo(
-        name="kde",
-        title="Kernel density estimation in large dimensions",
-        paper="Biroli & Mézard, Kernel Density Estimators in Large Dimensions (arXiv 2408.05807)",
-        summary=(
-            "With n = e^{αd} Gaussian points in d dimensions, lowering the bandwidth h takes the "
-            "estimator from the central-limit regime through a heavy-tailed (α-stable) regime into "
-            "a condensed regime where a few nearest points dominate. Sweep h and watch KL/d, the "
-            "participation ratio and the distribution of log ρ̂ change; the KL-optimal bandwidth "
-            "sits below the CLT threshold, outside classical bandwidth theory."
-        ),
-        study="KDEStudy",
-    ),
-    "quadrature": LabInfo(
-        name="quadrature",
-        title="Computation inside integral reinforcement learning",
-        paper="Cao & Pan, Impact of Computation in Integral RL for Continuous-Time Control (ICLR 2024)",
-        summary=(
-            "Policy iteration is Newton's method on the HJB equation, but each step integrates the "
-            "running cost from N samples per interval. Watch Newton's quadratic convergence hit a "
-            "floor set by the quadrature rule: O(N^-2) for the trapezoid rule, O(N^-b) for Bayesian "
-            "quadrature with a Matérn kernel of Sobolev order b, and a plateau from GP jitter."
-        ),
-        study="QuadratureStudy",
-    ),
-}
+def _studies_in(module) -> list[type]:
+    from workbench.study import Study
+
+    return [
+        obj
+        for _name, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Study) and obj is not Study and obj.lab and obj.__module__.startswith(module.__name__)
+    ]
 
 
-def study_class(lab: str):
-    """Import ``workbench.labs.<lab>`` and return its Study class."""
-    if lab not in LAB_INFO:
-        raise KeyError(f"unknown lab {lab!r}; choose one of {', '.join(LAB_INFO)}")
-    module = importlib.import_module(f"workbench.labs.{lab}")
-    return getattr(module, LAB_INFO[lab].study)
+@functools.cache
+def registry() -> dict[str, LabInfo]:
+    """Every lab by name, in a stable order (alphabetical module names, then entry points).
+
+    A lab whose import fails is logged and left out, so one broken lab never takes the others
+    (or ``workbench serve``) down with it.
+    """
+    found: dict[str, LabInfo] = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"{__name__}.{module_info.name}")
+        except Exception:
+            log.exception("lab module %s failed to import; it is left out", module_info.name)
+            continue
+        for study in _studies_in(module):
+            found.setdefault(study.lab, LabInfo.from_study(study))
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            study = entry.load()
+        except Exception:
+            log.exception("lab entry point %s failed to load; it is left out", entry.name)
+            continue
+        found.setdefault(study.lab, LabInfo.from_study(study))
+    return found
+
+
+def study_class(lab: str) -> type:
+    """The Study class of ``lab`` (raises ``KeyError`` with the known names)."""
+    labs = registry()
+    if lab not in labs:
+        raise KeyError(f"unknown lab {lab!r}; choose one of {', '.join(labs)}")
+    return labs[lab].study

@@ -1019,6 +1019,15 @@ class QuadratureStudy(Study):
     """
 
     lab = "quadrature"
+    title = "Computation inside integral reinforcement learning"
+    paper = "Cao & Pan, Impact of Computation in Integral Reinforcement Learning for Continuous-Time Control (ICLR 2024)"
+    paper_url = "https://arxiv.org/abs/2402.17375"
+    summary = (
+        "Policy iteration is Newton's method on the HJB equation, but each step integrates the "
+        "running cost from N samples per interval. Watch Newton's quadratic convergence hit a "
+        "floor set by the quadrature rule: O(N^-2) for the trapezoid rule, O(N^-b) for Bayesian "
+        "quadrature with a Matérn kernel of Sobolev order b, and a plateau from GP jitter."
+    )
     vectorized = ("n",)
 
     system = param.Selector(
