@@ -16,8 +16,8 @@ import xarray as xr
 
 from apps import shell
 from workbench import plots
-from workbench.labs import registry
 from workbench.labs import quadrature as quad
+from workbench.labs import registry
 from workbench.study import StudyInputError
 
 INFO = registry()["quadrature"]

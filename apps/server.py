@@ -1,4 +1,9 @@
-"""Start the Panel server: landing page at ``/``, each lab at ``/<lab>``."""
+"""Start the Panel server: landing page at ``/``, each lab with a dashboard at ``/<lab>``.
+
+Routes come from the lab registry (:func:`workbench.labs.registry`) and the dashboard modules
+that exist (``apps/<lab>.py``): a lab without a dashboard is simply not served, and a dashboard
+module that fails to import is logged and left out instead of taking the server down.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,19 @@ import threading
 
 import panel as pn
 
-from workbench.labs import registry
+from apps.shell import lab_pages
+
+log = logging.getLogger("workbench.apps")
 
 
-def _app_factory(lab: str):
-    """Return a per-session builder for ``apps.<lab>`` (imported once, built per session)."""
-    module = importlib.import_module(f"apps.{lab}")
-    return module.create_app
+def _dashboard_modules() -> dict:
+    modules = {}
+    for lab in lab_pages():
+        try:
+            modules[lab] = importlib.import_module(f"apps.{lab}")
+        except Exception:
+            log.exception("the %s dashboard failed to import; it is not served", lab)
+    return modules
 
 
 def routes() -> dict:
@@ -23,25 +34,37 @@ def routes() -> dict:
     from apps.index import create_index
 
     table = {"/": create_index}
-    for lab in registry():
-        table[lab] = _app_factory(lab)
+    for lab, module in _dashboard_modules().items():
+        table[lab] = module.create_app
     return table
 
 
 def _warm_caches() -> None:
     """Compute each lab's default view once, so the first visitor does not wait for it."""
-    for lab in registry():
+    for lab, module in _dashboard_modules().items():
+        warm = getattr(module, "warm_cache", None)
+        if warm is None:
+            continue
         try:
-            importlib.import_module(f"apps.{lab}").warm_cache()
+            warm()
         except Exception:  # warming is an optimisation; a failure shows up in the session
-            logging.getLogger("workbench.apps").exception("warming %s failed", lab)
+            log.exception("warming %s failed", lab)
 
 
-def _check_port(address: str, port: int) -> None:
+def _free_port(address: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+def _check_port(address: str, port: int) -> int:
+    """The port to serve on (a free one for 0); exits with a message when it is unusable."""
     if not 0 <= port <= 65535:
         raise SystemExit(f"workbench serve: --port must be 0..65535, got {port}")
     if port == 0:
-        return
+        # Resolve 0 to a concrete port now, so the allowed websocket origins can name it
+        # (an origin list of "*" would let any web page open sessions on this server).
+        return _free_port(address)
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -51,26 +74,31 @@ def _check_port(address: str, port: int) -> None:
                 f"workbench serve: cannot listen on {address}:{port} ({exc.strerror}); "
                 "is another server running there? Try --port 0 for a free port."
             ) from exc
+    return port
+
+
+def allowed_origins(address: str, port: int) -> list[str]:
+    return sorted({f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")})
 
 
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> None:
     """Serve every lab until interrupted (blocks)."""
-    _check_port(address, port)
-    origins = [f"{host}:{port}" for host in {address, "localhost", "127.0.0.1"}] if port else ["*"]
-    titles = {"/": "workbench"} | {lab: info.title for lab, info in registry().items()}
+    port = _check_port(address, port)
+    table = routes()
+    titles = {"/": "workbench"} | {lab: title for lab, title in lab_pages().items()}
     server = pn.serve(
-        routes(),
+        table,
         port=port,
         address=address,
-        websocket_origin=origins,
+        websocket_origin=allowed_origins(address, port),
         show=False,
         start=False,
-        title=titles,
+        title={k: v for k, v in titles.items() if k in table},
         threaded=False,
     )
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
     # The URL line is what users (and the browser tests) read to find the server.
-    print(f"workbench: serving {len(registry())} labs at {url}", flush=True)
+    print(f"workbench: serving {len(table) - 1} labs at {url}", flush=True)
     threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:
         server.io_loop.add_callback(server.show, "/")

@@ -5,27 +5,44 @@ Objects here are built per session (inside a ``create_app`` call), never at modu
 
 from __future__ import annotations
 
+import contextvars
+import html
+import importlib.util
 import io
 import logging
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import holoviews as hv
 import panel as pn
 
+import workbench
 from workbench.study import StudyInputError
 
-hv.extension("bokeh", logo=False)
-pn.extension(notifications=True)
 log = logging.getLogger("workbench.apps")
 
 ACCENT = "#0072B2"
+_extensions_lock = threading.Lock()
+_extensions_loaded = False
+
+
+def load_extensions() -> None:
+    """Load HoloViews' Bokeh backend and Panel's extensions once (not as an import side effect)."""
+    global _extensions_loaded
+    with _extensions_lock:
+        if not _extensions_loaded:
+            hv.extension("bokeh", logo=False)
+            pn.extension(notifications=True)
+            _extensions_loaded = True
 
 
 def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTemplate:
     """The house template: knobs in the sidebar, plots in the main area, a busy spinner."""
+    load_extensions()
     return pn.template.FastListTemplate(
         title=title,
         sidebar=sidebar,
@@ -34,75 +51,172 @@ def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTe
         header_background=ACCENT,
         sidebar_width=340,
         main_layout=None,
+        meta_viewport="width=device-width, initial-scale=1",
     )
 
 
-def lab_page(info, *, knobs: list, status: StatusLine, plots, dataset, figure, text: str):
-    """A lab's page: paper, knobs, export and explanation in the sidebar; alert, timing and
-    plots in the main area."""
-    sidebar = [
-        pn.pane.Markdown(f"*{info.paper}*"),
-        *knobs,
-        export_buttons(dataset, figure, info.name),
-        explanation(text),
+def lab_pages() -> dict[str, str]:
+    """Labs that have a dashboard module (``apps/<lab>.py``): name -> title."""
+    from workbench.labs import registry
+
+    return {
+        name: info.title
+        for name, info in registry().items()
+        if importlib.util.find_spec(f"apps.{name}") is not None
+    }
+
+
+def nav_bar(current: str) -> pn.pane.Markdown:
+    """Links back to the landing page and across to the other labs."""
+    links = ["[← all labs](./)"] + [
+        f"**{html.escape(title)}**" if name == current else f"[{html.escape(title)}](./{name})"
+        for name, title in lab_pages().items()
     ]
-    main = [pn.Column(status.alert, status.timing, plots, sizing_mode="stretch_width")]
-    return template(info.title, sidebar=sidebar, main=main)
+    return pn.pane.Markdown(" · ".join(links), sizing_mode="stretch_width", css_classes=["nav"])
+
+
+def failure_page(title: str) -> pn.viewable.Viewable:
+    """What a visitor sees when a page cannot be built: a plain message, never a traceback."""
+    return template(
+        "workbench",
+        sidebar=[],
+        main=[
+            pn.pane.Alert(
+                f"The page {html.escape(title)} could not be built. The error was logged on the "
+                "server; the other labs are unaffected. [Back to all labs](./)",
+                alert_type="danger",
+            )
+        ],
+    )
+
+
+# --- library warnings shown as notes, collected per thread ----------------------------------------
+_PACKAGE_DIRS = (Path(workbench.__file__).resolve().parent, Path(__file__).resolve().parent)
+_collector: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "workbench_notes", default=None
+)
+_original_showwarning = warnings.showwarning
+# Library warnings are shown every time (not once per code location): each is about a setting.
+warnings.filterwarnings("always", module=r"workbench(\.|$)")
+
+
+def _is_ours(message: Warning, filename: str) -> bool:
+    if type(message).__module__.startswith("workbench"):
+        return True
+    try:
+        path = Path(filename).resolve()
+    except (OSError, ValueError):
+        return False
+    return any(path.is_relative_to(d) for d in _PACKAGE_DIRS)
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    notes = _collector.get()
+    if notes is not None and _is_ours(message, filename):
+        notes.append(str(message))
+        return
+    _original_showwarning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _showwarning
+
+
+@contextmanager
+def collect_notes() -> Iterator[list[str]]:
+    """Collect the library's warnings raised in this thread (thread-safe: unlike
+    ``warnings.catch_warnings`` it changes no process-wide state per call)."""
+    notes: list[str] = []
+    token = _collector.set(notes)
+    try:
+        yield notes
+    finally:
+        _collector.reset(token)
 
 
 class StatusLine:
-    """An alert for bad input or failures plus a one-line status ("rendered in 42 ms").
+    """An alert for bad input or failures plus a one-line status ("updated in 42 ms").
 
     ``with status.guard("changing the bandwidth"):`` shows a :class:`StudyInputError` message
-    as a warning and any other exception as an error; the page and earlier results stay.
+    as a warning and any other exception as an error (logged with its traceback on the server,
+    never shown to the browser); the page and earlier results stay. Every text is escaped: user
+    input can never become markup. An alert stays until the next successful change or until the
+    user dismisses it.
     """
 
     def __init__(self) -> None:
+        load_extensions()  # every page builds its status line first
         self.alert = pn.pane.Alert(
             "", alert_type="warning", visible=False, sizing_mode="stretch_width"
         )
+        self.dismiss = pn.widgets.Button(
+            name="Dismiss", button_type="light", width=90, visible=False
+        )
+        self.dismiss.on_click(lambda _e: self.clear())
         self.timing = pn.pane.Markdown("", css_classes=["status-timing"], margin=(0, 10))
+        self.view = pn.Row(self.alert, self.dismiss, sizing_mode="stretch_width")
+        self.failed = False
 
     @contextmanager
-    def guard(self, action: str, timed: bool = True):
+    def guard(self, action: str, timed: bool = True, clear: bool = True):
         start = time.perf_counter()
+        self.failed = False
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with collect_notes() as notes:
                 yield
         except StudyInputError as exc:
+            self.failed = True
             self.warn(str(exc))
-        except Exception as exc:  # the server must survive anything a knob can trigger
+        except Exception:  # the server must survive anything a knob can trigger
+            self.failed = True
             log.exception("failed while %s", action)
-            self.alert.object = f"**Something went wrong while {action}:** {exc}"
-            self.alert.alert_type = "danger"
-            self.alert.visible = True
+            self.error(f"something went wrong while {action} (the details are in the server log)")
         else:
-            self.clear()
-            # Warnings from the library (e.g. a Cholesky fallback) are worth a user's eyes.
-            notes = sorted({str(w.message) for w in caught if _from_workbench(w)})
-            if notes:
-                more = f" (and {len(notes) - 2} more like these)" if len(notes) > 2 else ""
-                self.alert.object = "**Note:** " + " ".join(notes[:2]) + more
-                self.alert.alert_type = "info"
-                self.alert.visible = True
+            if clear:
+                self.clear()
+            self.note(notes)
             if timed:
                 self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
 
-    def warn(self, message: str) -> None:
-        self.alert.object = message
-        self.alert.alert_type = "warning"
+    def _show(self, text: str, kind: str) -> None:
+        self.alert.object = text
+        self.alert.alert_type = kind
         self.alert.visible = True
+        self.dismiss.visible = True
+
+    def warn(self, message: str) -> None:
+        """A refused setting: the message (escaped) stays until the user changes something."""
+        self._show(html.escape(message), "warning")
+
+    def error(self, message: str) -> None:
+        self._show("**Error:** " + html.escape(message), "danger")
+
+    def note(self, notes: list[str]) -> None:
+        """Library warnings as an informational note (never rolls anything back)."""
+        notes = sorted(set(notes))
+        if not notes:
+            return
+        more = f" (and {len(notes) - 2} more like these)" if len(notes) > 2 else ""
+        self._show("**Note:** " + html.escape(" ".join(notes[:2])) + more, "info")
 
     def clear(self) -> None:
         self.alert.visible = False
+        self.dismiss.visible = False
         self.alert.object = ""
 
 
-def _from_workbench(warning: warnings.WarningMessage) -> bool:
-    return type(warning.message).__module__.startswith("workbench") or "workbench" in str(
-        warning.filename
-    )
+def lab_page(info, *, knobs: list, status: StatusLine, plots, dataset, figure, text: str):
+    """A page for dashboards not yet on :class:`apps.lab_app.LabDashboard` (kept while the
+    labs move over; new labs use the base class)."""
+    sidebar = [
+        explanation(text),
+        *knobs,
+        export_buttons(dataset, figure, info.name),
+    ]
+    main = [
+        nav_bar(info.name),
+        pn.Column(status.view, status.timing, plots, sizing_mode="stretch_width"),
+    ]
+    return template(info.title, sidebar=sidebar, main=main)
 
 
 def export_buttons(
@@ -120,8 +234,9 @@ def export_buttons(
         return buf
 
     def html():
+        # Inline BokehJS and Panel: the file opens without a network (a lecture-room laptop).
         buf = io.StringIO()
-        hv.save(get_figure(), buf, backend="bokeh", fmt="html", title=basename)
+        hv.save(get_figure(), buf, backend="bokeh", fmt="html", title=basename, resources="inline")
         buf.seek(0)
         return buf
 

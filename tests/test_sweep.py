@@ -67,11 +67,11 @@ def test_resume_after_interruption_gives_the_same_dataset(tmp_path):
     class Interrupting:
         """Executor that dies after two tasks, as a killed process would."""
 
-        def map(self, fn, tasks):
+        def map_unordered(self, fn, tasks):
             for k, task in enumerate(tasks):
                 if k == 2:
                     raise KeyboardInterrupt
-                yield fn(task)
+                yield k, fn(task)
 
     with pytest.raises(KeyboardInterrupt):
         sweep.run(Counting(), grid, cache_dir=tmp_path / "c", executor=Interrupting())
@@ -89,10 +89,69 @@ def test_code_change_invalidates_cache():
     assert sweep.point_key("toy", values, "v") == sweep.point_key("toy", dict(values), "v")
 
 
+def test_code_version_covers_helper_modules_core_and_numpy(monkeypatch):
+    """A change in a lab's helper module, in study.py/sweep.py, or in the NumPy version must
+    change the key (it used to hash only the Study's own module)."""
+    import importlib.metadata
+
+    from workbench import study as study_module
+    from workbench.labs import kde
+
+    files = [p.name for p in study_module._source_files(kde.KDEStudy)]
+    assert {"study.py", "sweep.py", "backend.py"} <= set(files)
+    package_files = {p.name for p in (study_module.Path(kde.__file__).parent).glob("*.py")}
+    assert package_files <= set(files)  # every helper module of the lab package
+    before = kde.KDEStudy.code_version()
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda d: "0.0-test" if d == "numpy" else real(d)
+    )
+    assert kde.KDEStudy.code_version() != before
+
+
+class OutOfOrder:
+    """Returns results in reverse order of submission, as Dask's as_completed may."""
+
+    def map_unordered(self, fn, tasks):
+        results = [(k, fn(task)) for k, task in enumerate(tasks)]
+        yield from reversed(results)
+
+
+def test_results_are_keyed_by_task_not_by_arrival_order(tmp_path):
+    grid = {"a": [1.0, 2.0], "b": [1, 2, 3]}
+    reference = sweep.run(Counting(), grid, cache_dir=tmp_path / "ref", use_cache=False)
+    shuffled = sweep.run(Counting(), grid, cache_dir=tmp_path / "c", executor=OutOfOrder())
+    xr.testing.assert_identical(shuffled, reference)
+    # and what went to the disk cache is right too: a cached re-run gives the same values
+    again = sweep.run(Counting(), grid, cache_dir=tmp_path / "c")
+    xr.testing.assert_identical(again, reference)
+
+
+def test_corrupt_cache_file_is_recomputed_but_a_missing_engine_is_not_swallowed(
+    tmp_path, monkeypatch
+):
+    grid = {"a": [1.0], "b": [1]}
+    sweep.run(Counting(), grid, cache_dir=tmp_path)
+    (path,) = (tmp_path / "toy").glob("*.nc")
+    path.write_bytes(b"not a netcdf file")
+    Counting.calls.clear()
+    sweep.run(Counting(), grid, cache_dir=tmp_path)
+    assert Counting.calls  # recomputed
+    assert path.exists()  # and rewritten
+
+    def no_engine(*_a, **_k):
+        raise ModuleNotFoundError("No module named 'h5netcdf'")
+
+    monkeypatch.setattr(xr, "load_dataset", no_engine)
+    with pytest.raises(ModuleNotFoundError):
+        sweep.run(Counting(), grid, cache_dir=tmp_path)
+    assert path.exists()  # the cache was not wiped
+
+
 def test_out_of_bounds_value_is_a_clear_error(tmp_path):
-    with pytest.raises(StudyInputError, match="at most 10"):
+    with pytest.raises(StudyInputError, match="between 0 and 10"):
         sweep.run(Counting(), {"a": [11.0]}, cache_dir=tmp_path)
-    with pytest.raises(StudyInputError, match="unknown parameter"):
+    with pytest.raises(StudyInputError, match="unknown setting"):
         sweep.run(Counting(), {"c": [1]}, cache_dir=tmp_path)
 
 

@@ -77,7 +77,8 @@ def cmd_info(_args: argparse.Namespace) -> int:
             print(f"{pkg:>10}: {version(pkg)}")
         except PackageNotFoundError:
             print(f"{pkg:>10}: not installed")
-    print(f"{'labs':>10}: {', '.join(registry())}")
+    for name, info in registry().items():
+        print(f"{'lab':>10}: {name}: {info.title} ({info.paper_url or info.paper})")
     return 0
 
 

@@ -154,11 +154,12 @@ class Study(param.Parameterized):
         if len(shown) > 40:
             shown = shown[:37] + "..."
         kind = {param.Integer: "a whole number", param.Number: "a number"}.get(type(p))
-        text = f"{knob_label(self, name)}: {shown!r} is not allowed"
         if allowed:
-            text += f"; it must be {allowed}"
+            text = f"{knob_label(self, name)} must be {allowed}; got {shown}"
         elif kind:
-            text += f"; it must be {kind}"
+            text = f"{knob_label(self, name)} must be {kind}; got {shown}"
+        else:
+            text = f"{knob_label(self, name)}: {shown} is not allowed"
         return text
 
 

@@ -34,15 +34,22 @@ MAX_POINTS = 100_000
 
 
 class Executor(Protocol):
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]: ...
+    """Runs sweep tasks. ``map_unordered(fn, tasks)`` yields ``(index, fn(tasks[index]))`` pairs
+    as they finish, in any order: results are keyed by task index, never by position."""
+
+    def map_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]: ...
 
 
 class InProcessExecutor:
     """Evaluate tasks one after another in this process (the default)."""
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterator[Any]:
-        for task in tasks:
-            yield fn(task)
+    def map_unordered(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any]
+    ) -> Iterator[tuple[int, Any]]:
+        for index, task in enumerate(tasks):
+            yield index, fn(task)
 
 
 def default_cache_dir() -> Path:
@@ -152,8 +159,10 @@ def run(
             if path.exists():
                 try:
                     results[i] = xr.load_dataset(path, engine="h5netcdf")
-                except Exception:
-                    path.unlink(missing_ok=True)  # a corrupt cache file is recomputed, not fatal
+                except (OSError, ValueError, KeyError):
+                    # A corrupt or truncated file is recomputed. Anything else (a missing
+                    # engine, a bug) propagates: it must not silently wipe the cache.
+                    path.unlink(missing_ok=True)
 
     # Group the missing points into tasks; a vectorized swept parameter becomes one task per
     # combination of the others.
@@ -186,7 +195,8 @@ def run(
         progress(done, total)
     executor = executor or InProcessExecutor()
     try:
-        for members, ds in zip(task_members, executor.map(_evaluate_task, tasks), strict=True):
+        for index, ds in executor.map_unordered(_evaluate_task, tasks):
+            members = task_members[index]
             for j, i in enumerate(members):
                 point_ds = ds.isel({vec_name: j}) if vec_name else ds
                 if use_cache:

@@ -53,7 +53,10 @@ def _studies_in(module) -> list[type]:
     return [
         obj
         for _name, obj in inspect.getmembers(module, inspect.isclass)
-        if issubclass(obj, Study) and obj is not Study and obj.lab and obj.__module__.startswith(module.__name__)
+        if issubclass(obj, Study)
+        and obj is not Study
+        and obj.lab
+        and obj.__module__.startswith(module.__name__)
     ]
 
 

@@ -1,0 +1,661 @@
+"""The dashboard base class: everything a lab page does that is not the lab's own science.
+
+A lab's dashboard module (``apps/<lab>.py``) subclasses :class:`LabDashboard`, names its Study,
+says which knobs are cheap (updated in place on the event loop) and implements four hooks:
+
+``compute(study) -> result``
+    The heavy work for the current knobs. Runs on a worker thread (never on the server's event
+    loop), on a *snapshot* of the Study, so it must not touch Panel objects. Return anything.
+``render(result)``
+    Runs on the event loop with the result: update panes, streams and markers in place.
+``update_cheap(changed)``
+    Optional: a fast in-place update for knobs listed in :attr:`cheap` (e.g. moving a marker).
+``plots()``
+    The main area (built once, in ``__init__`` after the first render, by :meth:`page`).
+
+and may override ``dataset()`` / ``figure()`` (what the export buttons write) and ``close()``.
+
+What the base does for every lab:
+
+* **Widgets from the Study.** Each knob's widget is made from its ``param`` declaration (label,
+  bounds or soft bounds, step, the names of a selector, the doc as a tooltip), so a widget can
+  never offer a value the Study refuses. :attr:`widget_overrides` changes the display only
+  (a log-scale slider, radio buttons), never the bounds.
+* **One state.** A knob change goes through :meth:`request`: the Study validates it
+  (:meth:`Study.checked_update`, all-or-nothing, size caps included) *before* any work; a refused
+  value leaves a warning that stays until the user changes something or dismisses it, and the
+  widget snaps back. Accepted values are written to the URL (clean text, refused values
+  dropped), so widgets, plots, URL and exports always agree. An informational note (a library
+  warning) never rolls anything back; an *error* in the computation restores the last good knobs
+  and keeps the last good view.
+* **Off the event loop.** Expensive knobs run ``compute`` on a worker pool behind a loading
+  state; a newer change supersedes a stale computation (its result is dropped), a computation
+  past :attr:`time_budget_s` is abandoned with a message, and closing the tab drops the
+  session's work. Without a server session (tests, notebooks) everything runs inline.
+* **Streaming.** :meth:`start_stream` runs a generator (policy iteration, Krylov iterations, a
+  layer-by-layer flow) on the worker pool and hands the items to the page in batches, one batch
+  per tick, so a curve grows live without the loop ever waiting on the computation.
+* **Links.** ``/<lab>?knob=value`` is parsed by the knob's type and validated like a widget
+  change; a bad value gives a plain, escaped alert naming the knob and its allowed range and the
+  rest of the page loads; nothing a user typed is ever rendered as HTML; errors are logged, never
+  shown as tracebacks.
+* **Page.** Header links to the landing page and every other lab; the explanation first, then the
+  knobs, "copy link", "reset to defaults" and the exports (CSV, NetCDF, self-contained HTML).
+
+Minimal example (a complete lab page)::
+
+    class MyDashboard(LabDashboard):
+        study_class = MyStudy
+        cheap = ("bandwidth",)
+        explanation = "**What you see.** ..."
+
+        def compute(self, study):
+            return study.evaluate()
+
+        def render(self, result):
+            self.result = result
+            self.pane.object = figures.main_figure(result)
+
+        def plots(self):
+            self.pane = pn.pane.HoloViews(figures.main_figure(self.result))
+            return self.pane
+
+    create_app = MyDashboard.create_app
+    warm_cache = MyDashboard.warm_cache
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
+
+import panel as pn
+import param
+import xarray as xr
+
+from apps import shell
+from workbench.study import Study, StudyInputError, knob_label
+
+log = logging.getLogger("workbench.apps")
+
+#: Longest URL value read for any knob (longer values are refused with a message, unread).
+MAX_LINK_VALUE = 200
+#: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL).
+POOL_WORKERS = 4
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """The process's compute pool, created once under a lock and shut down at exit."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="lab-compute")
+            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+        return _pool
+
+
+# --- widgets from param declarations --------------------------------------------------------------
+def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
+    """A widget for knob ``name`` made from its declaration (bounds, step, label, doc).
+
+    ``override`` may name a ``widget`` class (e.g. ``pn.widgets.RadioButtonGroup``) and
+    ``options`` for a DiscreteSlider (a log scale); any other key is passed to the widget.
+    """
+    p = study.param[name]
+    label = p.label or name
+    value = getattr(study, name)
+    widget_type = override.pop("widget", None)
+    kwargs: dict[str, Any] = {"name": label, "value": value}
+    if isinstance(p, param.Selector):
+        names = p.names or {str(o): o for o in p.objects}
+        widget_type = widget_type or pn.widgets.Select
+        kwargs["options"] = dict(names)
+    elif isinstance(p, param.Boolean):
+        widget_type = widget_type or pn.widgets.Checkbox
+    elif isinstance(p, param.Integer | param.Number):
+        integer = isinstance(p, param.Integer)
+        lo, hi = _widget_range(p)
+        if widget_type is pn.widgets.DiscreteSlider:
+            options = [v for v in override.pop("options") if _within(p, v)]
+            kwargs["options"] = options
+            kwargs["value"] = min(
+                options, key=lambda v: abs(math.log(v / value)) if value > 0 else v
+            )
+        elif lo is None or hi is None:
+            widget_type = widget_type or (pn.widgets.IntInput if integer else pn.widgets.FloatInput)
+            kwargs.update({"start": p.bounds[0] if p.bounds else None})
+            if p.bounds and p.bounds[1] is not None:
+                kwargs["end"] = p.bounds[1]
+        else:
+            widget_type = widget_type or (
+                pn.widgets.IntSlider if integer else pn.widgets.FloatSlider
+            )
+            kwargs.update({"start": lo, "end": hi})
+            if p.step is not None:
+                kwargs["step"] = p.step
+    elif isinstance(p, param.NumericTuple):
+        widget_type = widget_type or pn.widgets.TextInput
+        kwargs["value"] = ", ".join(f"{v:g}" for v in value)
+        kwargs["max_length"] = MAX_LINK_VALUE
+    else:
+        widget_type = widget_type or pn.widgets.TextInput
+        kwargs["value"] = str(value)
+    kwargs.update(override)
+    if "description" in widget_type.param and p.doc:
+        kwargs.setdefault("description", p.doc)
+    return widget_type(**kwargs)
+
+
+def _widget_range(p: param.Parameter) -> tuple[Any, Any]:
+    """Soft bounds inside hard bounds: what a slider shows can always be accepted."""
+    lo, hi = p.bounds or (None, None)
+    soft = p.softbounds or (None, None)
+    lo = soft[0] if soft[0] is not None and (lo is None or soft[0] >= lo) else lo
+    hi = soft[1] if soft[1] is not None and (hi is None or soft[1] <= hi) else hi
+    return lo, hi
+
+
+def _within(p: param.Parameter, value: float) -> bool:
+    lo, hi = p.bounds or (None, None)
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def widget_range(widget: pn.widgets.Widget) -> tuple[Any, Any] | None:
+    """(lowest, highest) value a numeric widget can offer, or None for a non-numeric one."""
+    if isinstance(widget, pn.widgets.DiscreteSlider):
+        return min(widget.options), max(widget.options)
+    if hasattr(widget, "start") and hasattr(widget, "end"):
+        return widget.start, widget.end
+    return None
+
+
+def parse_value(study: Study, name: str, text: str) -> Any:
+    """Text from a link or a text box, parsed by the knob's type (never ``eval``).
+
+    Raises StudyInputError with the knob's label and what it accepts.
+    """
+    p = study.param[name]
+    label = knob_label(study, name)
+    if len(text) > MAX_LINK_VALUE:
+        raise StudyInputError(
+            f"{label}: the value is over {MAX_LINK_VALUE} characters long and was ignored"
+        )
+    text = text.strip()
+    try:
+        if isinstance(p, param.Selector):
+            names = p.names or {}
+            if text in names:
+                return names[text]
+            for obj in p.objects:
+                if str(obj) == text or (isinstance(obj, float) and _float_equal(text, obj)):
+                    return obj
+            raise ValueError
+        if isinstance(p, param.Boolean):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(p, param.Integer):
+            value = float(text)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(p, param.Number):
+            return float(text)
+        if isinstance(p, param.NumericTuple):
+            parts = [float(part) for part in text.replace("(", "").replace(")", "").split(",")]
+            return tuple(parts)
+    except ValueError:
+        raise StudyInputError(study._refusal(name, text)) from None
+    return text
+
+
+def _float_equal(text: str, value: float) -> bool:
+    try:
+        return math.isclose(float(text), value, rel_tol=1e-12)
+    except ValueError:
+        return False
+
+
+def link_text(value: Any) -> str:
+    """A knob value as clean URL text: ``2.011`` not ``2.0109999999999997``, tuples as ``a,b``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    if isinstance(value, tuple | list):
+        return ",".join(link_text(v) for v in value)
+    return str(value)
+
+
+# --- the dashboard ---------------------------------------------------------------------------------
+class LabDashboard:
+    """One browser session's lab page (see the module docstring for the contract)."""
+
+    study_class: ClassVar[type[Study]]
+    #: Knobs whose change is handled by :meth:`update_cheap` on the event loop (no recompute).
+    cheap: ClassVar[tuple[str, ...]] = ()
+    #: Knobs with no widget (set from the URL or programmatically only).
+    hidden: ClassVar[tuple[str, ...]] = ()
+    #: Display overrides per knob: {"bandwidth": {"widget": pn.widgets.DiscreteSlider, ...}}.
+    widget_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Markdown shown first in the sidebar: what is on screen, with its formulas.
+    explanation: ClassVar[str] = ""
+    #: A heavy computation running longer than this is abandoned with a message.
+    time_budget_s: ClassVar[float] = 120.0
+    #: Milliseconds between two batches of a stream reaching the page.
+    stream_period_ms: ClassVar[int] = 120
+
+    def __init__(self, query: dict[str, str] | None = None) -> None:
+        self.study = self.study_class()
+        self.status = shell.StatusLine()
+        self._doc = pn.state.curdoc if _in_session() else None
+        self._generation = 0
+        self._stream_generation = 0
+        self._stream_callback = None
+        self._syncing = False
+        self._closed = False
+        self._last_good = self.study.values()
+        self.widgets = self._make_widgets()
+        self._refused_link: list[str] = []
+        if query:
+            self._apply_link(query)
+        self._last_good = self.study.values()
+        # The first view is computed inline so every figure has data to lay out; in a session
+        # the page is served first and later changes run on the worker pool.
+        self.render(self.compute(self._snapshot()))
+        self.plots_area = pn.Column(self.plots(), sizing_mode="stretch_width")
+        self.write_link()
+
+    # --- hooks a lab implements ---------------------------------------------------------------
+    def compute(self, study: Study) -> Any:
+        """Heavy work for the knobs in ``study`` (a snapshot; runs on a worker thread)."""
+        return study.evaluate()
+
+    def render(self, result: Any) -> None:
+        """Apply ``compute``'s result to the page (event loop)."""
+        self.result = result
+
+    def update_cheap(self, changed: set[str]) -> None:
+        """In-place update after a change of knobs in :attr:`cheap` (event loop, fast)."""
+        self.recompute()
+
+    def plots(self) -> pn.viewable.Viewable:
+        raise NotImplementedError
+
+    def dataset(self) -> xr.Dataset:
+        """What the data export writes (default: the last result when it is a Dataset)."""
+        result = getattr(self, "result", None)
+        if isinstance(result, xr.Dataset):
+            return result
+        return self.study.evaluate()
+
+    def figure(self) -> Any:
+        """What the figure export writes (a HoloViews object)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the session's references (called when the tab closes)."""
+
+    # --- widgets and knob changes -------------------------------------------------------------
+    def _make_widgets(self) -> dict[str, pn.widgets.Widget]:
+        widgets = {}
+        for name in self.study.knob_names():
+            if name in self.hidden:
+                continue
+            widget = widget_for(self.study, name, **dict(self.widget_overrides.get(name, {})))
+            event = "value_throttled" if "value_throttled" in widget.param else "value"
+            widget.param.watch(lambda e, n=name: self._on_widget(n, e.new), event)
+            widgets[name] = widget
+        return widgets
+
+    def _on_widget(self, name: str, value: Any) -> None:
+        if self._syncing:
+            return
+        if isinstance(self.widgets[name], pn.widgets.TextInput) and isinstance(value, str):
+            try:
+                value = parse_value(self.study, name, value)
+            except StudyInputError as exc:
+                self.status.warn(str(exc))
+                self.sync_widgets([name])
+                return
+        self.request({name: value})
+
+    def request(self, values: dict[str, Any]) -> bool:
+        """Validate and apply knob values; False (with a warning shown) when refused."""
+        changed = {k for k, v in values.items() if getattr(self.study, k, object()) != v}
+        try:
+            self.study.checked_update(**values)
+        except StudyInputError as exc:
+            self.status.warn(str(exc))
+            self.sync_widgets(list(values))  # the refused value snaps back
+            return False
+        self.status.clear()
+        self.sync_widgets(list(values))
+        self.write_link()
+        if not changed:
+            return True
+        if changed <= set(self.cheap):
+            with self.status.guard(f"changing {', '.join(sorted(changed))}"):
+                self.update_cheap(changed)
+                self._last_good = self.study.values()
+            if self.status.failed:
+                self._restore_last_good()
+        else:
+            self.recompute()
+        return True
+
+    def sync_widgets(self, names: list[str] | None = None) -> None:
+        """Make widgets show the Study's values (without triggering another change)."""
+        self._syncing = True
+        try:
+            for name in names or list(self.widgets):
+                widget = self.widgets.get(name)
+                if widget is None:
+                    continue
+                value = getattr(self.study, name)
+                if isinstance(widget, pn.widgets.TextInput):
+                    value = link_text(value).replace(",", ", ")
+                elif isinstance(widget, pn.widgets.DiscreteSlider):
+                    value = min(widget.options, key=lambda v: abs(v - value))
+                widget.value = value
+        finally:
+            self._syncing = False
+
+    def _restore_last_good(self) -> None:
+        with param.parameterized.discard_events(self.study):
+            self.study.param.update(**self._last_good)
+        self.sync_widgets()
+        self.write_link()
+
+    # --- heavy work off the event loop --------------------------------------------------------
+    def _snapshot(self) -> Study:
+        return self.study_class(**self.study.values())
+
+    def recompute(self) -> None:
+        """Run ``compute`` for the current knobs off the loop, then ``render`` on it."""
+        self._generation += 1
+        generation = self._generation
+        snapshot = self._snapshot()
+        if self._doc is None:
+            with self.status.guard("computing"):
+                self.render(self.compute(snapshot))
+                self._last_good = self.study.values()
+            if self.status.failed:
+                self._restore_last_good()
+            return
+        self.plots_area.loading = True
+        started = time.perf_counter()
+        future = worker_pool().submit(self._compute_with_notes, snapshot)
+        future.add_done_callback(lambda f: self._schedule(self._finish, f, generation, started))
+        self._doc.add_timeout_callback(
+            lambda: self._over_budget(generation), int(1000 * self.time_budget_s)
+        )
+
+    def _compute_with_notes(self, snapshot: Study) -> tuple[Any, list[str]]:
+        with shell.collect_notes() as notes:
+            result = self.compute(snapshot)
+        return result, notes
+
+    def _finish(self, future: Future, generation: int, started: float) -> None:
+        if generation != self._generation or self._closed:
+            return  # superseded by a newer change (or the tab closed): drop the stale result
+        self.plots_area.loading = False
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, StudyInputError):
+                self.status.warn(str(error))
+            else:
+                log.error("computing %s failed", self.study.lab, exc_info=error)
+                self.status.error("computing this view failed (the details are in the server log)")
+            self._restore_last_good()
+            return
+        result, notes = future.result()
+        with self.status.guard("drawing"):
+            self.render(result)
+            self._last_good = self.study.values()
+        if self.status.failed:
+            self._restore_last_good()
+            return
+        self.status.note(notes)
+        self.status.timing.object = f"updated in {1e3 * (time.perf_counter() - started):.0f} ms"
+
+    def _over_budget(self, generation: int) -> None:
+        if generation != self._generation or self._closed:
+            return
+        self._generation += 1  # the late result will be dropped
+        self.plots_area.loading = False
+        self.status.warn(
+            f"This setting took longer than {self.time_budget_s:.0f} s and was abandoned; "
+            "the previous view stays. Try a smaller size."
+        )
+        self._restore_last_good()
+
+    def _schedule(self, callback: Callable, *args: Any) -> None:
+        """Run ``callback(*args)`` on the session's event loop (from any thread)."""
+        doc = self._doc
+        if doc is None or self._closed:
+            return
+
+        def run() -> None:
+            from panel.io.state import set_curdoc
+
+            with set_curdoc(doc):
+                callback(*args)
+
+        try:
+            doc.add_next_tick_callback(run)
+        except Exception:  # the session is gone; nothing to update
+            log.debug("session closed before a result arrived", exc_info=True)
+
+    # --- streaming ----------------------------------------------------------------------------
+    def start_stream(
+        self, items: Callable[[], Iterator[Any]], on_items: Callable[[list[Any]], None]
+    ) -> None:
+        """Run the generator ``items()`` off the loop; ``on_items(batch)`` gets what arrived
+        since the last tick (on the loop). A newer stream or a closed tab stops this one."""
+        self.stop_stream()
+        self._stream_generation += 1
+        generation = self._stream_generation
+        if self._doc is None:
+            with self.status.guard("streaming", timed=False):
+                on_items(list(items()))
+            return
+        inbox: queue.Queue = queue.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                with shell.collect_notes() as notes:
+                    for item in items():
+                        if generation != self._stream_generation or self._closed:
+                            return
+                        inbox.put(item)
+                for note in notes:
+                    inbox.put(_Note(note))
+            except Exception as exc:
+                inbox.put(_Failure(exc))
+            finally:
+                inbox.put(done)
+
+        def drain() -> None:
+            batch, finished = [], False
+            while True:
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is done:
+                    finished = True
+                elif isinstance(item, _Failure):
+                    log.error("stream failed", exc_info=item.error)
+                    self.status.error("the live computation failed (details in the server log)")
+                elif isinstance(item, _Note):
+                    self.status.note([item.text])
+                else:
+                    batch.append(item)
+            if batch and generation == self._stream_generation:
+                with self.status.guard("streaming", timed=False, clear=False):
+                    on_items(batch)
+            if finished:
+                self.stop_stream(generation)
+
+        worker_pool().submit(produce)
+        self._stream_callback = pn.state.add_periodic_callback(drain, period=self.stream_period_ms)
+
+    def stop_stream(self, generation: int | None = None) -> None:
+        if generation is not None and generation != self._stream_generation:
+            return
+        if self._stream_callback is not None:
+            self._stream_callback.stop()
+            self._stream_callback = None
+        if generation is None:
+            self._stream_generation += 1
+
+    # --- links --------------------------------------------------------------------------------
+    def _apply_link(self, query: dict[str, str]) -> None:
+        """Apply ``?knob=value`` text; each bad value is refused with a message, the rest apply."""
+        messages = []
+        for name in self.study.knob_names():
+            if name not in query:
+                continue
+            try:
+                value = parse_value(self.study, name, query[name])
+                self.study.checked_update(**{name: value})
+            except StudyInputError as exc:
+                messages.append(str(exc))
+                self._refused_link.append(name)
+        self.sync_widgets()
+        if messages:
+            self.status.warn(
+                "This link had settings that cannot be used; defaults are shown "
+                "for them. " + " ".join(messages)
+            )
+
+    def write_link(self) -> None:
+        """The current knobs in the URL (clean text), so the view can be shared by its link."""
+        if self._doc is None or pn.state.location is None:
+            return
+        pn.state.location.search = "?" + "&".join(
+            f"{k}={_quote(link_text(v))}" for k, v in self.study.values().items()
+        )
+
+    def reset(self) -> None:
+        """Every knob back to its default."""
+        defaults = {k: self.study.param[k].default for k in self.study.knob_names()}
+        self.request(defaults)
+
+    # --- the page -----------------------------------------------------------------------------
+    def knob_widgets(self) -> list[pn.viewable.Viewable]:
+        """The sidebar's knobs, in declaration order, each with its doc as a tooltip."""
+        out = []
+        for name, widget in self.widgets.items():
+            doc = self.study.param[name].doc
+            if doc and "description" not in widget.param:
+                out.append(pn.Row(widget, pn.widgets.TooltipIcon(value=doc, margin=(28, 0, 0, -8))))
+            else:
+                out.append(widget)
+        return out
+
+    def sidebar_extras(self) -> list[pn.viewable.Viewable]:
+        """Extra sidebar items under the knobs (size notes, players, buttons)."""
+        return []
+
+    def page(self) -> pn.template.BaseTemplate:
+        info = self.study_class
+        copy_link = pn.widgets.Button(name="Copy link", button_type="light", width=140)
+        copy_link.js_on_click(code="navigator.clipboard.writeText(window.location.href)")
+        reset = pn.widgets.Button(name="Reset to defaults", button_type="light", width=140)
+        reset.on_click(lambda _e: self.reset())
+        paper = f"*From:* [{html.escape(info.paper)}]({info.paper_url})" if info.paper_url else ""
+        sidebar = [
+            shell.explanation(self.explanation + ("\n\n" + paper if paper else "")),
+            *self.knob_widgets(),
+            *self.sidebar_extras(),
+            pn.Row(copy_link, reset),
+            shell.export_buttons(self.dataset, self.figure, info.lab),
+        ]
+        main = [
+            shell.nav_bar(info.lab),
+            pn.Column(
+                self.status.view, self.status.timing, self.plots_area, sizing_mode="stretch_width"
+            ),
+        ]
+        return shell.template(info.title, sidebar=sidebar, main=main)
+
+    def _session_closed(self) -> None:
+        self._closed = True
+        self._generation += 1
+        self.stop_stream()
+        try:
+            self.close()
+        except Exception:
+            log.exception("closing the %s page failed", self.study.lab)
+
+    # --- entry points -------------------------------------------------------------------------
+    @classmethod
+    def create_app(cls) -> pn.viewable.Viewable:
+        """Build one session's page (``panel serve`` calls this per visitor). Never raises:
+        a failure is logged and the visitor gets a plain message, not a traceback."""
+        try:
+            dashboard = cls(query=_session_query())
+            if dashboard._doc is not None:
+                pn.state.on_session_destroyed(lambda _ctx: dashboard._session_closed())
+            return dashboard.page()
+        except Exception:
+            log.exception("building the %s page failed", cls.study_class.lab)
+            return shell.failure_page(cls.study_class.title or cls.study_class.lab)
+
+    @classmethod
+    def warm_cache(cls) -> None:
+        """Compute the default view once (``workbench serve`` calls this in the background)."""
+        dashboard = cls.__new__(cls)
+        dashboard.status = shell.StatusLine()
+        dashboard.compute(cls.study_class())
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Note:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _in_session() -> bool:
+    doc = pn.state.curdoc
+    return doc is not None and doc.session_context is not None
+
+
+def _session_query() -> dict[str, str]:
+    """The page URL's query as text (``?dim=40``), each value bounded before it is decoded."""
+    if not _in_session():
+        return {}
+    out = {}
+    for key, raw in (pn.state.session_args or {}).items():
+        if raw:
+            value = raw[0]
+            # Decode a bounded prefix so a huge value costs nothing; parse_value refuses it.
+            text = value[: MAX_LINK_VALUE + 1].decode("utf-8", errors="replace")
+            out[str(key)[:64]] = text
+    return out
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe=",.-_")
