@@ -116,7 +116,7 @@ def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
     label = p.label or name
     value = getattr(study, name)
     widget_type = override.pop("widget", None)
-    kwargs: dict[str, Any] = {"name": label, "value": value}
+    kwargs: dict[str, Any] = {"label": label, "value": value}
     if isinstance(p, param.Selector):
         names = p.names or {str(o): o for o in p.objects}
         widget_type = widget_type or pn.widgets.Select
@@ -575,9 +575,9 @@ class LabDashboard:
 
     def page(self) -> pn.template.BaseTemplate:
         info = self.study_class
-        copy_link = pn.widgets.Button(name="Copy link", button_type="light", width=140)
+        copy_link = pn.widgets.Button(label="Copy link", color="light", width=140)
         copy_link.js_on_click(code="navigator.clipboard.writeText(window.location.href)")
-        reset = pn.widgets.Button(name="Reset to defaults", button_type="light", width=140)
+        reset = pn.widgets.Button(label="Reset to defaults", color="light", width=140)
         reset.on_click(lambda _e: self.reset())
         paper = f"*From:* [{html.escape(info.paper)}]({info.paper_url})" if info.paper_url else ""
         sidebar = [

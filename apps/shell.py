@@ -5,23 +5,19 @@ Objects here are built per session (inside a ``create_app`` call), never at modu
 
 from __future__ import annotations
 
-import contextvars
 import html
 import importlib.util
 import io
 import logging
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
 
 import holoviews as hv
 import panel as pn
 
-import workbench
-from workbench.study import StudyInputError
+from workbench.study import StudyInputError, collect_notes
 
 log = logging.getLogger("workbench.apps")
 
@@ -88,49 +84,6 @@ def failure_page(title: str) -> pn.viewable.Viewable:
             )
         ],
     )
-
-
-# --- library warnings shown as notes, collected per thread ----------------------------------------
-_PACKAGE_DIRS = (Path(workbench.__file__).resolve().parent, Path(__file__).resolve().parent)
-_collector: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "workbench_notes", default=None
-)
-_original_showwarning = warnings.showwarning
-# Library warnings are shown every time (not once per code location): each is about a setting.
-warnings.filterwarnings("always", module=r"workbench(\.|$)")
-
-
-def _is_ours(message: Warning, filename: str) -> bool:
-    if type(message).__module__.startswith("workbench"):
-        return True
-    try:
-        path = Path(filename).resolve()
-    except (OSError, ValueError):
-        return False
-    return any(path.is_relative_to(d) for d in _PACKAGE_DIRS)
-
-
-def _showwarning(message, category, filename, lineno, file=None, line=None):
-    notes = _collector.get()
-    if notes is not None and _is_ours(message, filename):
-        notes.append(str(message))
-        return
-    _original_showwarning(message, category, filename, lineno, file, line)
-
-
-warnings.showwarning = _showwarning
-
-
-@contextmanager
-def collect_notes() -> Iterator[list[str]]:
-    """Collect the library's warnings raised in this thread (thread-safe: unlike
-    ``warnings.catch_warnings`` it changes no process-wide state per call)."""
-    notes: list[str] = []
-    token = _collector.set(notes)
-    try:
-        yield notes
-    finally:
-        _collector.reset(token)
 
 
 class StatusLine:
@@ -240,7 +193,7 @@ def export_buttons(
         buf.seek(0)
         return buf
 
-    kw = {"button_type": "light", "sizing_mode": "stretch_width", "embed": False}
+    kw = {"color": "light", "sizing_mode": "stretch_width", "embed": False}
     return pn.Column(
         pn.pane.Markdown("**Export**", margin=(0, 10)),
         pn.widgets.FileDownload(callback=csv, filename=f"{basename}.csv", label="Data (CSV)", **kw),

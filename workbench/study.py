@@ -13,10 +13,14 @@ functions and the Study, and its figures live in ``workbench/labs/<lab>/figures.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import importlib.metadata
 import math
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +32,44 @@ import workbench
 
 class StudyInputError(ValueError):
     """A parameter value the lab cannot run with; the message is meant for the user."""
+
+
+class StudyWarning(UserWarning):
+    """A note for the user about the current setting (e.g. a numerical fallback was used).
+
+    Dashboards show these as an informational note; a note never refuses or rolls back a change.
+    Raise them with :func:`warn_user`, which also hands them to :func:`collect_notes`.
+    """
+
+
+_notes: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "workbench_notes", default=None
+)
+
+
+def warn_user(message: str, stacklevel: int = 2) -> None:
+    """Tell the user something about the current setting (a :class:`StudyWarning`).
+
+    It is a normal Python warning (notebooks and scripts see it) and, inside
+    :func:`collect_notes`, also recorded for the page to show. Collection is per thread and per
+    context (a ``ContextVar``), unlike ``warnings.catch_warnings``, which swaps process-wide
+    state and is unsafe when several sessions compute at once.
+    """
+    notes = _notes.get()
+    if notes is not None:
+        notes.append(str(message))
+    warnings.warn(message, StudyWarning, stacklevel=stacklevel + 1)
+
+
+@contextmanager
+def collect_notes() -> Iterator[list[str]]:
+    """Record the :func:`warn_user` messages raised in this thread/context."""
+    notes: list[str] = []
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        _notes.reset(token)
 
 
 def knob_label(parameterized: Any, name: str) -> str:
