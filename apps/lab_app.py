@@ -42,6 +42,14 @@ What the base does for every lab:
 * **Page.** Header links to the landing page and every other lab; the explanation first, then the
   knobs, "copy link", "reset to defaults" and the exports (CSV, NetCDF, self-contained HTML).
 
+Library notes: a lab tells the user about a setting with :func:`workbench.study.warn_user`
+(a ``StudyWarning``); the base shows it as an informational note and never rolls back for it.
+A :class:`~workbench.study.StudyInputError` raised by ``compute`` is shown as a warning and the
+last good knobs and view are restored; any other exception is logged and shown as a plain error.
+
+Browser tests: ``tests/browser.py`` has the helpers (``wait_for_plots``, ``plot_signature``,
+``press_slider``, ``wait_for_redraw``, ``serious``); ``tests/test_lab_app.py`` shows them used.
+
 Minimal example (a complete lab page)::
 
     class MyDashboard(LabDashboard):
