@@ -1,5 +1,7 @@
 """The backend is chosen once, honours WORKBENCH_BACKEND, and never crashes on a missing GPU."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,25 @@ def test_device_description_names_backend_and_device(numpy_backend):
     info = backend.device_description()
     assert info["backend"] == "numpy"
     assert info["device"] == "CPU"
-    assert backend.free_memory_bytes() > 0
+    free = backend.free_memory_bytes()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < free <= total  # available memory is part of the machine's physical memory
+
+
+def test_namespace_is_inferred_from_the_inputs(numpy_backend):
+    x = np.ones(3)
+    assert backend.get_namespace(x) is np
+    assert backend.get_namespace(x, 2.0, [1, 2]) is np  # scalars and lists carry none
+    assert backend.get_namespace(xp="explicit") == "explicit"
+
+
+def test_array_api_namespaces_are_inferred_too():
+    strict = pytest.importorskip("array_api_strict")
+    x = np.ones(3)
+    a = strict.asarray([1.0, 2.0])
+    assert backend.get_namespace(a) is strict
+    with pytest.raises(TypeError, match="different namespaces"):
+        backend.get_namespace(a, x)
 
 
 @pytest.mark.gpu

@@ -1,8 +1,13 @@
 """Array backend: NumPy, or CuPy when it imports *and* a CUDA device answers.
 
-The choice is made once, on first use, and can be forced with ``WORKBENCH_BACKEND=numpy|cupy``.
-Compute code asks for ``xp = get_namespace()`` and never imports CuPy itself; results cross
-to plots, xarray and files through :func:`to_host`.
+Compute code infers the namespace from its inputs, as scikit-learn's ``get_namespace(*arrays)``
+does: ``xp = get_namespace(query, data)`` is CuPy for CuPy arrays, NumPy for NumPy arrays (and
+the namespace of any array-API array, e.g. ``array_api_strict``), so a test or a notebook picks
+the device by the arrays it passes, not by flipping a process-global switch. With no array
+inputs (data generated inside the lab), ``get_namespace()`` returns the default: CuPy when it
+imports and a device answers, else NumPy, chosen once and overridable with
+``WORKBENCH_BACKEND=numpy|cupy``. Compute code never imports CuPy itself; results cross to
+plots, xarray and files through :func:`to_host`.
 
 Modelled on scikit-learn's ``sklearn/utils/_array_api.py``: one module owns dispatch.
 
@@ -49,9 +54,43 @@ def _cupy_if_working() -> ModuleType | None:
     return cupy
 
 
+def get_namespace(*arrays: Any, xp: Any = None) -> Any:
+    """The namespace of ``arrays`` (or ``xp`` when given; the default one with no arrays).
+
+    Python scalars and sequences carry no namespace and are ignored. Mixing namespaces (a CuPy
+    and a NumPy array) is an error: the caller must move data explicitly.
+
+    >>> import numpy as np
+    >>> get_namespace(np.ones(2)) is np
+    True
+    """
+    if xp is not None:
+        return xp
+    found = {_namespace_of(a) for a in arrays}
+    found.discard(None)
+    if len(found) > 1:
+        names = sorted(getattr(m, "__name__", str(m)) for m in found)
+        raise TypeError(f"arrays from different namespaces: {', '.join(names)}")
+    if found:
+        return found.pop()
+    return default_namespace()
+
+
+def _namespace_of(array: Any) -> Any:
+    if isinstance(array, np.ndarray | np.generic):
+        return np
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        import cupy  # noqa: PLC0415 - only reached with a CuPy array in hand
+
+        return cupy
+    space = getattr(array, "__array_namespace__", None)
+    return space() if callable(space) else None
+
+
 @functools.cache
-def get_namespace() -> ModuleType:
-    """The array namespace every compute function uses (``numpy`` or ``cupy``).
+def default_namespace() -> ModuleType:
+    """The namespace for work with no array inputs (``numpy`` or ``cupy``), chosen once.
 
     Raises
     ------
@@ -73,12 +112,12 @@ def get_namespace() -> ModuleType:
 
 def reset() -> None:
     """Forget the cached choice (tests use this after changing ``WORKBENCH_BACKEND``)."""
-    get_namespace.cache_clear()
+    default_namespace.cache_clear()
 
 
 def backend_name() -> str:
     """``"numpy"`` or ``"cupy"``: the namespace in use."""
-    return get_namespace().__name__.split(".")[0]
+    return default_namespace().__name__.split(".")[0]
 
 
 def is_gpu() -> bool:
