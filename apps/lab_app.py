@@ -276,15 +276,23 @@ class LabDashboard:
         self._syncing = False
         self._closed = False
         self._last_good = self.study.values()
+        self.plots_area = pn.Column(sizing_mode="stretch_width")
         self.widgets = self._make_widgets()
         self._refused_link: list[str] = []
         if query:
             self._apply_link(query)
-        self._last_good = self.study.values()
-        # The first view is computed inline so every figure has data to lay out; in a session
-        # the page is served first and later changes run on the worker pool.
-        self.render(self.compute(self._snapshot()))
+        # Every figure needs data to lay out. In a session the page is laid out with the
+        # default view (computed at server start by warm_cache, so this is a cache hit) and a
+        # link's own view is computed on the worker pool behind the loading state: opening a
+        # heavy link never blocks the event loop the other visitors share.
+        linked = self._doc is not None and self.study.values() != self.study_class().values()
+        first = self.study_class() if linked else self._snapshot()
+        self.render(self.compute(first))
         self.plots_area = pn.Column(self.plots(), sizing_mode="stretch_width")
+        if linked:
+            self.recompute()
+        else:
+            self._last_good = self.study.values()
         self.write_link()
 
     # --- hooks a lab implements ---------------------------------------------------------------
@@ -398,7 +406,7 @@ class LabDashboard:
         generation = self._generation
         snapshot = self._snapshot()
         if self._doc is None:
-            with self.status.guard("computing"):
+            with self.status.guard("computing", clear=False):
                 self.render(self.compute(snapshot))
                 self._last_good = self.study.values()
             if self.status.failed:
@@ -431,7 +439,7 @@ class LabDashboard:
             self._restore_last_good()
             return
         result, notes = future.result()
-        with self.status.guard("drawing"):
+        with self.status.guard("drawing", timed=False, clear=False):
             self.render(result)
             self._last_good = self.study.values()
         if self.status.failed:

@@ -101,9 +101,7 @@ class StatusLine:
         self.alert = pn.pane.Alert(
             "", alert_type="warning", visible=False, sizing_mode="stretch_width"
         )
-        self.dismiss = pn.widgets.Button(
-            name="Dismiss", button_type="light", width=90, visible=False
-        )
+        self.dismiss = pn.widgets.Button(label="Dismiss", color="light", width=90, visible=False)
         self.dismiss.on_click(lambda _e: self.clear())
         self.timing = pn.pane.Markdown("", css_classes=["status-timing"], margin=(0, 10))
         self.view = pn.Row(self.alert, self.dismiss, sizing_mode="stretch_width")
