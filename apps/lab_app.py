@@ -255,6 +255,8 @@ class LabDashboard:
     study_class: ClassVar[type[Study]]
     #: Knobs whose change is handled by :meth:`update_cheap` on the event loop (no recompute).
     cheap: ClassVar[tuple[str, ...]] = ()
+    #: The knob a user turns most (benchmarks/latency.py times it); default: the first cheap one.
+    main_knob: ClassVar[str | None] = None
     #: Knobs with no widget (set from the URL or programmatically only).
     hidden: ClassVar[tuple[str, ...]] = ()
     #: Display overrides per knob: {"bandwidth": {"widget": pn.widgets.DiscreteSlider, ...}}.

@@ -1,0 +1,168 @@
+"""Live-update latency of every lab dashboard, server-side and in a real browser.
+
+(a) Server-side: for each lab on the LabDashboard base, build the page as a session would
+    (rendered into a Bokeh document), then make 100 changes of its main knob (alternating
+    between neighbouring widget values) and time each until the plot data are updated.
+(b) Browser (``--browser``): ``workbench serve`` + Debian's Chromium via Playwright; on each lab
+    page, 20 key presses on the main slider, timed from the key press until the rendered
+    canvases change.
+
+Targets (performance issue): server p95 < 100 ms, browser p95 < 250 ms for every lab.
+Run: ``python benchmarks/latency.py [--browser] [--changes 100]``. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import time
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+
+
+def dashboards() -> dict[str, type]:
+    from apps.lab_app import LabDashboard
+    from apps.shell import lab_pages
+
+    found = {}
+    for lab in lab_pages():
+        module = importlib.import_module(f"apps.{lab}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, LabDashboard) and obj is not LabDashboard:
+                found[lab] = obj
+    return found
+
+
+def main_knob(dashboard) -> str:
+    if dashboard.main_knob:
+        return dashboard.main_knob
+    if dashboard.cheap:
+        return dashboard.cheap[0]
+    for name, widget in dashboard.widgets.items():
+        if hasattr(widget, "start") or hasattr(widget, "options"):
+            return name
+    return next(iter(dashboard.widgets))
+
+
+def neighbours(widget, current):
+    """Two accepted values next to ``current`` on the widget (what a key press gives)."""
+    if hasattr(widget, "options") and isinstance(widget.options, list):
+        options = list(widget.options)
+        i = options.index(min(options, key=lambda v: abs(v - current)))
+        j = i + 1 if i + 1 < len(options) else i - 1
+        return options[i], options[j]
+    if isinstance(getattr(widget, "options", None), dict):
+        values = list(widget.options.values())
+        return values[0], values[1 % len(values)]
+    step = getattr(widget, "step", 1) or 1
+    other = current + step if current + step <= widget.end else current - step
+    return current, type(current)(other)
+
+
+def server_side(changes: int) -> list[tuple]:
+    from bokeh.document import Document
+
+    rows = []
+    for lab, cls in dashboards().items():
+        t0 = time.perf_counter()
+        dashboard = cls()
+        dashboard.plots_area.get_root(Document())
+        build = time.perf_counter() - t0
+        knob = main_knob(dashboard)
+        a, b = neighbours(dashboard.widgets[knob], getattr(dashboard.study, knob))
+        dashboard.request({knob: b})  # warm the caches a first move fills
+        times = []
+        for k in range(changes):
+            t = time.perf_counter()
+            dashboard.request({knob: a if k % 2 == 0 else b})
+            times.append(1e3 * (time.perf_counter() - t))
+        times = np.array(times)
+        rows.append((lab, knob, build, np.median(times), np.percentile(times, 95)))
+    return rows
+
+
+def browser_side(presses: int) -> list[tuple]:
+    import subprocess
+    import sys
+
+    from tests.browser import SIGNATURE, plot_signature, wait_for_plots
+    from tests.conftest import CHROMIUM_FLAGS, _free_port, chromium_path
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        import urllib.request
+
+        from playwright.sync_api import sync_playwright
+
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+            for lab in dashboards():
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                page.goto(f"{url}/{lab}")
+                wait_for_plots(page, 1)
+                first = time.perf_counter() - t0
+                page.wait_for_timeout(2000)
+                handle = page.locator(".noUi-handle").first
+                times = []
+                for k in range(presses):
+                    before = plot_signature(page)
+                    handle.focus()
+                    t = time.perf_counter()
+                    handle.press("ArrowRight" if k % 2 == 0 else "ArrowLeft")
+                    page.mouse.click(5, 5)
+                    page.wait_for_function(
+                        f"(before) => ({SIGNATURE})() !== before", arg=before, timeout=30_000
+                    )
+                    times.append(1e3 * (time.perf_counter() - t))
+                times = np.array(times)
+                rows.append((lab, first, np.median(times), np.percentile(times, 95)))
+                page.close()
+            browser.close()
+    finally:
+        server.terminate()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--browser", action="store_true")
+    parser.add_argument("--presses", type=int, default=20)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores")
+    t0 = time.perf_counter()
+    import workbench  # noqa: F401
+
+    print(f"import workbench: {1e3 * (time.perf_counter() - t0):.0f} ms (target < 300 ms)")
+    print("\nserver-side, per knob change until the plot data are updated (target p95 < 100 ms)")
+    print(f"{'lab':<12} {'knob':<12} {'first view [s]':>14} {'p50 [ms]':>9} {'p95 [ms]':>9}")
+    for lab, knob, build, p50, p95 in server_side(args.changes):
+        print(f"{lab:<12} {knob:<12} {build:14.2f} {p50:9.1f} {p95:9.1f}")
+    if args.browser:
+        print("\nbrowser (Chromium), key press until the canvases change (target p95 < 250 ms)")
+        print(f"{'lab':<12} {'first plot [s]':>14} {'p50 [ms]':>9} {'p95 [ms]':>9}")
+        for lab, first, p50, p95 in browser_side(args.presses):
+            print(f"{lab:<12} {first:14.2f} {p50:9.1f} {p95:9.1f}")
+
+
+if __name__ == "__main__":
+    main()
