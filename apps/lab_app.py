@@ -42,6 +42,10 @@ What the base does for every lab:
 * **Page.** Header links to the landing page and every other lab; the explanation first, then the
   knobs, "copy link", "reset to defaults" and the exports (CSV, NetCDF, self-contained HTML).
 
+Cancellation: long loops in the library call :func:`workbench.study.checkpoint` between steps;
+when a newer change supersedes a computation, its time budget runs out or its tab closes, the
+computation stops there (a :class:`~workbench.study.Cancelled` exception the base swallows).
+
 Library notes: a lab tells the user about a setting with :func:`workbench.study.warn_user`
 (a ``StudyWarning``); the base shows it as an informational note and never rolls back for it.
 A :class:`~workbench.study.StudyInputError` raised by ``compute`` is shown as a warning and the
@@ -90,7 +94,7 @@ import param
 import xarray as xr
 
 from apps import shell
-from workbench.study import Study, StudyInputError, knob_label
+from workbench.study import Cancelled, Study, StudyInputError, cancellable, knob_label
 
 log = logging.getLogger("workbench.apps")
 
@@ -273,6 +277,7 @@ class LabDashboard:
         self.status = shell.StatusLine()
         self._doc = pn.state.curdoc if _in_session() else None
         self._generation = 0
+        self._cancel = threading.Event()
         self._stream_generation = 0
         self._stream_callback = None
         self._syncing = False
@@ -406,6 +411,8 @@ class LabDashboard:
         """Run ``compute`` for the current knobs off the loop, then ``render`` on it."""
         self._generation += 1
         generation = self._generation
+        self._cancel.set()  # a stale computation stops at its next checkpoint
+        self._cancel = cancel = threading.Event()
         snapshot = self._snapshot()
         if self._doc is None:
             with self.status.guard("computing", clear=False):
@@ -416,14 +423,16 @@ class LabDashboard:
             return
         self.plots_area.loading = True
         started = time.perf_counter()
-        future = worker_pool().submit(self._compute_with_notes, snapshot)
+        future = worker_pool().submit(self._compute_with_notes, snapshot, cancel)
         future.add_done_callback(lambda f: self._schedule(self._finish, f, generation, started))
         self._doc.add_timeout_callback(
             lambda: self._over_budget(generation), int(1000 * self.time_budget_s)
         )
 
-    def _compute_with_notes(self, snapshot: Study) -> tuple[Any, list[str]]:
-        with shell.collect_notes() as notes:
+    def _compute_with_notes(
+        self, snapshot: Study, cancel: threading.Event
+    ) -> tuple[Any, list[str]]:
+        with shell.collect_notes() as notes, cancellable(cancel):
             result = self.compute(snapshot)
         return result, notes
 
@@ -432,6 +441,8 @@ class LabDashboard:
             return  # superseded by a newer change (or the tab closed): drop the stale result
         self.plots_area.loading = False
         error = future.exception()
+        if isinstance(error, Cancelled):
+            return
         if error is not None:
             if isinstance(error, StudyInputError):
                 self.status.warn(str(error))
@@ -454,6 +465,7 @@ class LabDashboard:
         if generation != self._generation or self._closed:
             return
         self._generation += 1  # the late result will be dropped
+        self._cancel.set()  # and the computation stops at its next checkpoint
         self.plots_area.loading = False
         self.status.warn(
             f"This setting took longer than {self.time_budget_s:.0f} s and was abandoned; "
@@ -494,15 +506,20 @@ class LabDashboard:
         inbox: queue.Queue = queue.Queue()
         done = object()
 
+        cancel = threading.Event()
+        self._stream_cancel = cancel
+
         def produce() -> None:
             try:
-                with shell.collect_notes() as notes:
+                with shell.collect_notes() as notes, cancellable(cancel):
                     for item in items():
                         if generation != self._stream_generation or self._closed:
                             return
                         inbox.put(item)
                 for note in notes:
                     inbox.put(_Note(note))
+            except Cancelled:
+                return
             except Exception as exc:
                 inbox.put(_Failure(exc))
             finally:
@@ -541,6 +558,9 @@ class LabDashboard:
             self._stream_callback = None
         if generation is None:
             self._stream_generation += 1
+            cancel = getattr(self, "_stream_cancel", None)
+            if cancel is not None:
+                cancel.set()
 
     # --- links --------------------------------------------------------------------------------
     def _apply_link(self, query: dict[str, str]) -> None:
@@ -616,6 +636,7 @@ class LabDashboard:
     def _session_closed(self) -> None:
         self._closed = True
         self._generation += 1
+        self._cancel.set()
         self.stop_stream()
         try:
             self.close()

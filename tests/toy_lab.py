@@ -15,7 +15,7 @@ import param
 import xarray as xr
 
 from apps.lab_app import LabDashboard
-from workbench.study import Study, StudyInputError, warn_user
+from workbench.study import Study, StudyInputError, checkpoint, warn_user
 
 #: Names of the threads that ran ``compute`` (tests check it is never the event loop's).
 COMPUTE_THREADS: list[str] = []
@@ -41,7 +41,10 @@ class ToyStudy(Study):
 
     def evaluate(self) -> xr.Dataset:
         COMPUTE_THREADS.append(threading.current_thread().name)
-        time.sleep(self.delay)
+        deadline = time.perf_counter() + self.delay
+        while time.perf_counter() < deadline:  # heavy work in small steps, as lab loops do
+            checkpoint()
+            time.sleep(0.01)
         FINISHED.append(self.delay)
         x = np.linspace(0.0, 1.0, self.points)
         if self.scale > 5:

@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import math
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,37 @@ def warn_user(message: str, stacklevel: int = 2) -> None:
     if notes is not None:
         notes.append(str(message))
     warnings.warn(message, StudyWarning, stacklevel=stacklevel + 1)
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as what happened
+    """The computation was superseded, timed out or its page closed (see :func:`checkpoint`)."""
+
+
+_cancel: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "workbench_cancel", default=None
+)
+
+
+def checkpoint() -> None:
+    """Stop here if the computation running in this context has been cancelled.
+
+    Long loops in the labs (chunks of a distance table, Monte-Carlo batches, Krylov steps) call
+    this between steps. Outside :func:`cancellable` it costs one ContextVar lookup and never
+    raises, so notebooks and sweeps are unaffected.
+    """
+    event = _cancel.get()
+    if event is not None and event.is_set():
+        raise Cancelled("the computation was cancelled")
+
+
+@contextmanager
+def cancellable(event: threading.Event) -> Iterator[threading.Event]:
+    """Run a block whose :func:`checkpoint` calls raise :class:`Cancelled` once ``event`` is set."""
+    token = _cancel.set(event)
+    try:
+        yield event
+    finally:
+        _cancel.reset(token)
 
 
 @contextmanager
