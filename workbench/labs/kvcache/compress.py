@@ -20,38 +20,16 @@ Metrics (per bit-width, vectorised):
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ._blas import single_blas_thread  # noqa: F401 - re-exported for the Study
 from .data import apply_rope, merge_heads, split_heads
 from .lowrank import Factorisation, factorise
 from .quant import quantize
-
-
-@functools.cache
-def _thread_controller() -> Any:
-    try:
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-def single_blas_thread() -> contextlib.AbstractContextManager:
-    """BLAS on one thread: every matrix here is at most 128 × 128, and a multi-threaded OpenBLAS
-    busy-waiting on a loaded 2-core machine made a stacked (9, 4, 128, 32) @ (…, 32, 128)
-    product take 0.58 s instead of 3 ms (measured; same fix as the quadrature lab)."""
-    controller = _thread_controller()
-    if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
-
 
 GRANULARITIES = ("tensor", "token", "channel", "group", "kivi")
 

@@ -29,6 +29,8 @@ import xarray as xr
 
 from workbench.study import StudyInputError
 
+from ._blas import single_blas_thread
+
 #: The first 128 tokens (English glassllm tokenizer) of chapter 1 of Lewis Carroll's *Alice's
 #: Adventures in Wonderland* (public domain, Project Gutenberg text with curly quotes). Encoding
 #: this string gives back exactly those 128 tokens; it is the text the brief's ranks were
@@ -282,13 +284,46 @@ def synthetic_activations(
       typical row norm), then RMS-normalised like glassllm's ``norm.attn``;
     * W_K = U diag(i^(−``key_decay``)) Vᵀ (steep spectrum), W_V with i^(−``value_decay``) (flatter),
       W_Q shares W_K's input subspace so that Q·K is large; random orthogonal U, V;
-    * ``outlier_channels`` key channels multiplied by ``outlier_scale`` (the ~10× key outliers
+    * ``outlier_channels`` key channels scaled to ``outlier_scale`` × the median channel (the ~10× key outliers
       of KIVI/KVQuant), then RoPE.
 
     Deterministic in ``seed`` (and ``layer``, which only shifts the seed).
     """
     if not (2 <= int(tokens) <= 4096):
         raise StudyInputError(f"tokens must be between 2 and 4096, got {tokens}")
+    with single_blas_thread():
+        return _synthetic(
+            int(tokens),
+            int(seed),
+            features,
+            kv_heads,
+            query_heads,
+            head_dim,
+            input_decay,
+            key_decay,
+            value_decay,
+            mean_strength,
+            outlier_channels,
+            outlier_scale,
+            int(layer),
+        )
+
+
+def _synthetic(
+    tokens,
+    seed,
+    features,
+    kv_heads,
+    query_heads,
+    head_dim,
+    input_decay,
+    key_decay,
+    value_decay,
+    mean_strength,
+    outlier_channels,
+    outlier_scale,
+    layer,
+) -> xr.Dataset:
     rng = np.random.default_rng([int(seed), int(layer), 20240915])
     width = kv_heads * head_dim
 
@@ -310,7 +345,9 @@ def synthetic_activations(
     w_k = weight(key_decay, width)
     w_v = weight(value_decay, width)
     outliers = rng.choice(width, size=int(outlier_channels), replace=False)
-    w_k[:, outliers] *= outlier_scale
+    # outlier channels: the key channel's size set to outlier_scale × the median channel's
+    norms = np.abs(x @ w_k).mean(axis=0)
+    w_k[:, outliers] *= outlier_scale * np.median(norms) / norms[outliers]
     repeat = query_heads // kv_heads
     w_q = np.repeat(split_heads(w_k, kv_heads), repeat, axis=0)  # queries aligned with keys
     w_q = merge_heads(w_q) + 0.5 * weight(value_decay, query_heads * head_dim) / np.sqrt(features)

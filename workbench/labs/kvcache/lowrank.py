@@ -187,8 +187,16 @@ def energy_fraction(singular_values: Any) -> np.ndarray:
 
 
 def eckart_young_error(singular_values: Any) -> np.ndarray:
-    """‖M − M_r‖_F/‖M‖_F = sqrt(1 − energy_r) for r = 1..n (best rank-r approximation)."""
-    return np.sqrt(np.clip(1.0 - energy_fraction(singular_values), 0.0, None))
+    """‖M − M_r‖_F/‖M‖_F = sqrt(Σ_{i>r} σ_i² / Σ σ_i²) = sqrt(1 − energy_r), r = 1..n.
+
+    Summed from the tail (not 1 − energy), so the error at full rank is 0, not √ε ≈ 1e-8.
+    """
+    s2 = np.asarray(singular_values, dtype=float) ** 2
+    total = s2.sum()
+    if total == 0:
+        return np.zeros_like(s2)
+    tail = np.concatenate([np.cumsum(s2[::-1])[::-1][1:], [0.0]])
+    return np.sqrt(tail / total)
 
 
 def rank_at(singular_values: Any, fraction: float = ENERGY_FRACTION) -> int:
