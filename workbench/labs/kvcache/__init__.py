@@ -35,7 +35,7 @@ from .lowrank import (
 )
 from .memory import ARCHITECTURES, CSKV_POINTS, kv_bytes_per_token, memory_ratio
 from .quant import quantize, quantize_cells, sqnr_curve, sqnr_db, sqnr_theory
-from .study import KVCacheStudy, clear_caches, pareto_front
+from .study import KVCacheStudy, clear_caches, pareto_front, pareto_points
 
 __all__ = [
     "ALICE_OPENING",
@@ -58,6 +58,7 @@ __all__ = [
     "low_rank_factors",
     "memory_ratio",
     "pareto_front",
+    "pareto_points",
     "quantize",
     "quantize_cells",
     "rank_at",

@@ -70,6 +70,34 @@ def pareto_front(cost: Any, error: Any) -> np.ndarray:
     return mask.reshape(np.shape(cost))
 
 
+def pareto_points(grid: xr.Dataset, metric: str = "output_rel_error") -> xr.Dataset:
+    """The Pareto front of ``grid`` (from :meth:`KVCacheStudy.grid`): error averaged over
+    layers vs memory ratio (with metadata), as points sorted by memory with their (r, b)."""
+    if metric not in grid:
+        raise StudyInputError(
+            f"unknown metric {metric!r}; choose one of {', '.join(grid.data_vars)}"
+        )
+    err = grid[metric].mean("layer") if "layer" in grid[metric].dims else grid[metric]
+    mem = grid["memory_ratio"].broadcast_like(err)
+    mask = pareto_front(mem.values, err.values)
+    r_idx, b_idx = np.nonzero(mask)
+    order = np.argsort(mem.values[mask], kind="stable")
+    out = xr.Dataset(
+        {
+            "memory_ratio": (("point",), mem.values[mask][order]),
+            "error": (("point",), err.values[mask][order]),
+            "rank": (("point",), grid["rank"].values[r_idx][order]),
+            "bits": (("point",), grid["bits"].values[b_idx][order]),
+        },
+        attrs={"metric": metric},
+    )
+    out["memory_ratio"].attrs.update(units="1", long_name="cache size ratio with metadata")
+    out["error"].attrs.update(units=grid[metric].attrs.get("units", "1"), long_name=metric)
+    out["rank"].attrs.update(units="1", long_name="rank r = r_K = r_V")
+    out["bits"].attrs.update(units="bit", long_name="bits b")
+    return out
+
+
 class KVCacheStudy(Study):
     """Compress one layer's KV cache of a trained transformer by rank and bits; measure attention.
 

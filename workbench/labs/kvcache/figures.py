@@ -1,0 +1,200 @@
+"""HoloViews figures of the KV-cache lab: one function per figure, shared by notebook and app.
+
+Every builder takes a Dataset from :class:`KVCacheStudy` (``spectra()``, ``evaluate()``,
+``grid()``, ``sqnr()``) and returns a HoloViews object; theory lines are drawn over measurements
+and the key numbers are printed in titles and legends. No computation beyond selection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from workbench import plots
+
+from .memory import CSKV_POINTS
+from .spectra import TENSORS
+
+
+def _hv():
+    import holoviews as hv  # noqa: PLC0415 - figures only
+
+    return hv
+
+
+def spectrum_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centered: bool = False):
+    """Normalised singular values σ_i/σ_1 of K, K_rope and V (log y), rank@90 % in the legend."""
+    sel = sp.sel(layer=layer, head=head, centered=int(centered))
+    curves = {}
+    for t, name in TENSORS.items():
+        s = sel.singular_value.sel(tensor=t).values
+        stats = sel.sel(tensor=t)
+        label = (
+            f"{name}: r90 {int(stats.rank90)}, eff {float(stats.effective_rank):.1f}, "
+            f"stable {float(stats.stable_rank):.1f}"
+        )
+        curves[label] = s / np.nanmax(s)
+    return plots.curve_family(
+        sel.index.values,
+        curves,
+        xlabel="index i",
+        ylabel="σ_i / σ_1",
+        logy=True,
+        markers=False,
+        title=f"Singular values, layer {layer}, {'centred' if centered else 'uncentred'}, "
+        f"{'both heads' if head == 'joint' else 'head ' + head}",
+    )
+
+
+def energy_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centered: bool = False):
+    """Cumulative energy Σ_{j≤i} σ_j²/Σσ² with the 90 % line and each tensor's rank@90 %."""
+    hv = _hv()
+    sel = sp.sel(layer=layer, head=head, centered=int(centered))
+    curves = {name: sel.energy.sel(tensor=t).values for t, name in TENSORS.items()}
+    fig = plots.curve_family(
+        sel.index.values,
+        curves,
+        xlabel="rank r",
+        ylabel="energy fraction",
+        markers=False,
+        title="Cumulative energy; dotted: rank at 90 %",
+    )
+    marks = plots.vlines(
+        {
+            f"r90 {name} = {int(sel.rank90.sel(tensor=t))}": float(sel.rank90.sel(tensor=t))
+            for t, name in TENSORS.items()
+        }
+    )
+    line = hv.HLine(0.9).opts(color="grey", line_dash="dashed")
+    return fig * marks * line
+
+
+def rank_error_figure(ds: xr.Dataset, bits: int | None = None):
+    """Relative K and V errors over rank, with the Eckart–Young optimum sqrt(1 − energy_r)."""
+    b = int(ds.bits.values[-1]) if bits is None else bits
+    rk = ds.rank_k.values
+    curves = {f"K, {b} bits": ds.key_rel_error.sel(bits=b).values}
+    theory = {"K optimum sqrt(1 − energy)": (rk, ds.key_optimal_error.values)}
+    if ds.sizes["rank_v"] == ds.sizes["rank_k"]:
+        curves[f"V, {b} bits"] = ds.value_rel_error.sel(bits=b).values
+        theory["V optimum sqrt(1 − energy)"] = (ds.rank_v.values, ds.value_optimal_error.values)
+    return plots.curve_family(
+        rk,
+        curves,
+        xlabel="rank r",
+        ylabel="relative error",
+        theory=theory,
+        logy=True,
+        title=f"Reconstruction error vs rank ({ds.attrs.get('method', '')})",
+    )
+
+
+def bits_error_figure(ds: xr.Dataset):
+    """Attention-level errors against bits at the chosen ranks (16 = off drawn at 16)."""
+    sel = ds.isel(rank_k=0, rank_v=0)
+    curves = {
+        "K error": ds.key_rel_error.isel(rank_k=0).values,
+        "V error": ds.value_rel_error.isel(rank_v=0).values,
+        "attention output error": sel.output_rel_error.values,
+        "attention KL (nats)": sel.attention_kl.values,
+    }
+    return plots.curve_family(
+        ds.bits.values,
+        curves,
+        xlabel="bits b",
+        ylabel="error",
+        logy=True,
+        title=f"Errors vs bits at r_K = {int(ds.rank_k[0])}, r_V = {int(ds.rank_v[0])}",
+    )
+
+
+def pareto_figure(
+    grid: xr.Dataset,
+    front: xr.Dataset,
+    metric: str = "output_rel_error",
+    current: tuple[float, float] | None = None,
+):
+    """Error (mean over layers) vs memory ratio for every (r, b); the Pareto front as a line;
+    CSKV's operating points (memory 0.2 at 16 bits, 0.05 at 4 bits) as vertical lines."""
+    hv = _hv()
+    err = grid[metric].mean("layer")
+    mem = grid.memory_ratio
+    points = []
+    for i, b in enumerate(grid.bits.values):
+        points.append(
+            hv.Scatter(
+                (mem.sel(bits=b).values, err.sel(bits=b).values),
+                "memory ratio",
+                "error",
+                label=f"{b} bits" if b < 16 else "16 bits (off)",
+            ).opts(color=plots.PALETTE[i % len(plots.PALETTE)], size=4, alpha=0.7)
+        )
+    line = hv.Curve(
+        (front.memory_ratio.values, front.error.values),
+        "memory ratio",
+        "error",
+        label="Pareto front",
+    ).opts(color="black", line_width=2)
+    layers = [hv.Overlay(points), line]
+    for k, (label, (rho, b)) in enumerate(CSKV_POINTS.items()):
+        layers.append(
+            hv.VLine(rho * min(b, 16) / 16).opts(color=plots.PALETTE[k + 1], line_dash="dotted")
+        )
+        layers.append(hv.Text(rho * min(b, 16) / 16, float(err.max()), label, fontsize=8))
+    if current is not None:
+        layers.append(
+            hv.Points([current], ["memory ratio", "error"], label="you are here").opts(
+                color="black", marker="x", size=12, line_width=3
+            )
+        )
+    return hv.Overlay(layers).opts(
+        logx=True,
+        logy=True,
+        title=f"{err.attrs.get('long_name', metric)} vs memory "
+        f"(with metadata); front of {front.sizes['point']} points",
+        legend_position="top_right",
+        responsive=True,
+        min_height=320,
+        show_grid=True,
+    )
+
+
+def sqnr_figure(ds: xr.Dataset):
+    """Measured SQNR vs bits (both conventions, stochastic rounding) over the theory lines."""
+    b = ds.bits.values
+    curves = {
+        "min–max (2^b levels incl. ends)": ds.sqnr_minmax.values,
+        "cells (2^b cells, mid-points)": ds.sqnr_cells.values,
+        "stochastic rounding": ds.sqnr_stochastic.values,
+    }
+    theory = {
+        "20 log10(2^b − 1)": (b, ds.theory_minmax.values),
+        "6.02 b": (b, ds.theory_cells.values),
+        "20 log10(2^b − 1) − 3.01": (b, ds.theory_stochastic.values),
+    }
+    slope = np.polyfit(b[b >= 3], ds.sqnr_minmax.values[b >= 3], 1)[0]
+    return plots.curve_family(
+        b,
+        curves,
+        xlabel="bits b",
+        ylabel="SQNR (dB)",
+        theory=theory,
+        title=f"SQNR on Uniform(−1, 1): fitted slope {slope:.2f} dB/bit (theory 6.02)",
+    )
+
+
+def error_histogram(x: np.ndarray, x_hat: np.ndarray, step: float | None = None):
+    """Histogram of the quantization error x̂ − x with the uniform ±S/2 density it should follow."""
+    e = np.asarray(x_hat) - np.asarray(x)
+    theory = None
+    if step:
+        grid = np.linspace(-step, step, 201)
+        theory = (grid, np.where(np.abs(grid) <= step / 2, 1.0 / step, 0.0))
+    return plots.distribution(
+        e.ravel(),
+        xlabel="error x̂ − x",
+        theory=theory,
+        theory_label="uniform on ±S/2",
+        title="Quantization error",
+        bins=60,
+    )
