@@ -69,24 +69,34 @@ def energy_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centered:
     return fig * marks * line
 
 
-def rank_error_figure(ds: xr.Dataset, bits: int | None = None):
-    """Relative K and V errors over rank, with the Eckart–Young optimum sqrt(1 − energy_r)."""
-    b = int(ds.bits.values[-1]) if bits is None else bits
-    rk = ds.rank_k.values
-    curves = {f"K, {b} bits": ds.key_rel_error.sel(bits=b).values}
-    theory = {"K optimum sqrt(1 − energy)": (rk, ds.key_optimal_error.values)}
-    if ds.sizes["rank_v"] == ds.sizes["rank_k"]:
-        curves[f"V, {b} bits"] = ds.value_rel_error.sel(bits=b).values
-        theory["V optimum sqrt(1 − energy)"] = (ds.rank_v.values, ds.value_optimal_error.values)
-    return plots.curve_family(
-        rk,
+def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] | None = None):
+    """Relative K and V errors over rank (from ``reconstruction_errors()``) at ``bits``, with the
+    Eckart–Young optimum sqrt(1 − energy_r) dashed and the current ranks as dotted lines."""
+    r = ds["rank"].values
+    b = int(bits) if int(bits) in ds.bits.values else int(ds.bits.values[-1])
+    curves = {
+        f"K, {b} bits": ds.key_rel_error.sel(bits=b).values,
+        f"V, {b} bits": ds.value_rel_error.sel(bits=b).values,
+    }
+    theory = {
+        "K optimum sqrt(1 − energy)": (r, ds.key_optimal_error.values),
+        "V optimum sqrt(1 − energy)": (r, ds.value_optimal_error.values),
+    }
+    fig = plots.curve_family(
+        r,
         curves,
         xlabel="rank r",
         ylabel="relative error",
         theory=theory,
         logy=True,
+        markers=False,
         title=f"Reconstruction error vs rank ({ds.attrs.get('method', '')})",
     )
+    if current is not None:
+        fig = fig * plots.vlines(
+            {f"r_K = {current[0]}": current[0], f"r_V = {current[1]}": current[1]}
+        )
+    return fig
 
 
 def bits_error_figure(ds: xr.Dataset):
