@@ -43,6 +43,12 @@ def _compressor(source, text, layer, seed, method, exponent) -> LayerCompressor:
         return LayerCompressor(_layer_data(source, text, layer, seed), method, exponent)
 
 
+def _optimal_errors(cache: np.ndarray) -> np.ndarray:
+    """Eckart–Young error at every rank 1..width (0 beyond the number of tokens)."""
+    sigma = np.linalg.svd(cache, compute_uv=False)
+    return eckart_young_error(np.pad(sigma, (0, cache.shape[1] - sigma.size)))
+
+
 def _threads() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
@@ -393,8 +399,8 @@ class KVCacheStudy(Study):
                         loss_with_mix(self.data_source, ids, int(self.layer), m) - base
                         for m in mix_hat
                     ]
-        opt_k = eckart_young_error(np.linalg.svd(comp.keys, compute_uv=False))
-        opt_v = eckart_young_error(np.linalg.svd(comp.values, compute_uv=False))
+        opt_k = _optimal_errors(comp.keys)
+        opt_v = _optimal_errors(comp.values)
         mem = self._memory(rk[:, None, None], rv[None, :, None], b[None, None, :], comp.tokens)
         three = ("rank_k", "rank_v", "bits")
         variables = {n: (three, v) for n, v in cube.items()}
@@ -511,8 +517,8 @@ class KVCacheStudy(Study):
             comp = self.compressor()
             k = np.array([comp.rebuild("keys", int(r), b, q, w)[1] for r in ranks])
             v = np.array([comp.rebuild("values", int(r), b, q, w)[1] for r in ranks])
-            opt_k = eckart_young_error(np.linalg.svd(comp.keys, compute_uv=False))[ranks - 1]
-            opt_v = eckart_young_error(np.linalg.svd(comp.values, compute_uv=False))[ranks - 1]
+            opt_k = _optimal_errors(comp.keys)[ranks - 1]
+            opt_v = _optimal_errors(comp.values)[ranks - 1]
         ds = xr.Dataset(
             {
                 "key_rel_error": (("rank", "bits"), k),

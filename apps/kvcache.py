@@ -1,0 +1,180 @@
+"""KV-cache lab dashboard (CSKV channel shrinking + quantization), on :class:`LabDashboard`.
+
+Layout and bindings only; every number comes from :mod:`workbench.labs.kvcache`. Ranks, bits and
+the spectrum view are cheap (one layer, one point: a few ms, updated in place on the event
+loop); every other knob recomputes the spectra, the rank curves and the Pareto grid off the loop.
+"""
+
+from __future__ import annotations
+
+import html
+
+import panel as pn
+
+from apps.lab_app import MAX_LINK_VALUE, LabDashboard, link_text
+from workbench.labs import kvcache as kv
+from workbench.labs.kvcache import figures
+
+#: Ranks of the Pareto grid (r_K = r_V = r); with the 9 bit-widths: 90 points × 4 layers.
+PARETO_RANKS = (1, 2, 4, 8, 13, 16, 24, 32, 48, 64)
+#: Longest text the text box accepts (the model reads at most 128 tokens anyway).
+MAX_TEXT_CHARS = 2000
+
+EXPLANATION = r"""
+**What you see.** Keys K = X W_K and values V = X W_V of one layer of a small trained transformer
+(glassllm: 2 KV heads × 32 channels, 128-token context) reading your text. CSKV factors
+W ≈ A B, caches the rank-r latents X A and rebuilds K̂ = (X A) B (RoPE after), then quantizes the
+latents to b bits (x̂ = α + S·round((x − α)/S), S = (β − α)/(2^b − 1)).
+
+* **Spectra**: σᵢ/σ₁ and cumulative energy of K before and after RoPE and of V; rank@90 %,
+  effective rank exp H(σ/Σσ) and stable rank Σσ²/σ₁² in the legend.
+* **Error vs rank**: ‖K − K̂‖/‖K‖ (and V) at the chosen bits; dashed: the Eckart–Young optimum
+  √(1 − energyᵣ) of PCA on the cache itself.
+* **Errors vs bits** at your ranks: K/V errors, attention KL(p‖p̂) and the attention-output error.
+* **Pareto front**: attention-output error (mean over layers) vs memory with metadata for every
+  (r, b); dotted: CSKV's 80 % (rank 20 %, 16 bits) and 95 % (4 bits) points.
+* **SQNR**: min–max quantizer on U(−1, 1) against 20 log₁₀(2ᵇ − 1) and the 6.02 b dB line.
+
+The next-token loss change is noisy on this tiny model: read the layer-local errors first.
+"""
+
+
+class KVCacheDashboard(LabDashboard):
+    study_class = kv.KVCacheStudy
+    cheap = ("rank_k", "rank_v", "bits", "spectrum_head", "centered")
+    main_knob = "rank_k"
+    explanation = EXPLANATION
+    widget_overrides = {
+        "text": {"widget": pn.widgets.TextAreaInput, "max_length": MAX_TEXT_CHARS, "height": 120},
+        "symmetric": {"widget": pn.widgets.Checkbox},
+    }
+
+    # --- heavy work (worker thread, on a snapshot) -------------------------------------------
+    def compute(self, study):
+        return {
+            "spectra": study.spectra(),
+            "ranks": study.reconstruction_errors(),
+            "grid": study.grid(ranks=PARETO_RANKS),
+            "point": self._point(study),
+            "here": study.evaluate(),
+            "sqnr": _sqnr(),
+            "note": study.data_note,
+        }
+
+    @staticmethod
+    def _point(study):
+        """The current (r_K, r_V) over every bit-width (no loss replay: the bits figure)."""
+        return kv.KVCacheStudy(**{**study.values(), "loss": False}).evaluate(
+            bits=list(kv.study.DEFAULT_BITS)
+        )
+
+    # --- drawing (event loop) -----------------------------------------------------------------
+    def render(self, result):
+        self.result = result
+        self.front = kv.pareto_points(result["grid"])
+        if hasattr(self, "panes"):
+            self._draw(set(self.panes))
+
+    def update_cheap(self, changed):
+        """Only what the change touches: ranks → one point over the bits (~40 ms); bits →
+        nothing to compute; spectrum view → the two spectrum figures."""
+        if changed & {"rank_k", "rank_v"}:
+            self.result["point"] = self._point(self.study)
+        if changed & {"rank_k", "rank_v", "bits"}:
+            self.result["here"] = self.study.evaluate()
+            self._draw({"rank", "bits", "pareto"})
+        if changed & {"spectrum_head", "centered"}:
+            self._draw({"spectrum", "energy"})
+
+    def _figures(self, names=None):
+        r, s = self.result, self.study
+        b = int(s.bits)
+        here = r["here"].isel(bits=0, rank_k=0, rank_v=0)
+        build = {
+            "spectrum": lambda: figures.spectrum_figure(
+                r["spectra"], s.layer, s.spectrum_head, s.centered
+            ),
+            "energy": lambda: figures.energy_figure(
+                r["spectra"], s.layer, s.spectrum_head, s.centered
+            ),
+            "rank": lambda: figures.rank_error_figure(r["ranks"], b, (s.rank_k, s.rank_v)),
+            "bits": lambda: figures.bits_error_figure(r["point"]),
+            "pareto": lambda: figures.pareto_figure(
+                r["grid"],
+                self.front,
+                current=(float(here.memory_ratio), float(here.output_rel_error)),
+            ),
+            "sqnr": lambda: figures.sqnr_figure(r["sqnr"]),
+        }
+        return {k: f() for k, f in build.items() if names is None or k in names}
+
+    def _numbers(self) -> str:
+        p = self.result["here"].isel(bits=0, rank_k=0, rank_v=0)
+        rows = [
+            ("key error ‖K − K̂‖/‖K‖", p.key_rel_error),
+            ("value error ‖V − V̂‖/‖V‖", p.value_rel_error),
+            ("attention KL(p‖p̂) (nats)", p.attention_kl),
+            ("attention-output error", p.output_rel_error),
+            ("output error after W_O", p.output_wo_rel_error),
+            ("next-token loss change (noisy)", p.loss_change),
+            ("memory ratio (metadata + window)", p.memory_ratio),
+            ("memory ratio (no metadata)", p.memory_ratio_no_metadata),
+            ("memory ratio (papers: neither)", p.memory_ratio_bare),
+        ]
+        lines = ["| measure | value |", "|---|---|"]
+        lines += [f"| {name} | {float(v):.4g} |" for name, v in rows]
+        note = self.result.get("note") or ""
+        head = f"**Data: {html.escape(note)}**\n\n" if note else ""
+        return head + "\n".join(lines)
+
+    def _draw(self, names):
+        for name, fig in self._figures(names).items():
+            self.panes[name].object = fig
+        self.numbers.object = self._numbers()
+
+    def plots(self):
+        figs = self._figures()
+        opts = {"sizing_mode": "stretch_width", "min_height": 320}
+        self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in figs.items()}
+        self.numbers = pn.pane.Markdown(self._numbers(), sizing_mode="stretch_width")
+        p = self.panes
+        return pn.Column(
+            pn.Row(self.numbers, p["pareto"], sizing_mode="stretch_width"),
+            pn.Row(p["spectrum"], p["energy"], sizing_mode="stretch_width"),
+            pn.Row(p["rank"], p["bits"], sizing_mode="stretch_width"),
+            pn.Row(p["sqnr"], sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    # --- exports and links --------------------------------------------------------------------
+    def dataset(self):
+        return self.result["here"]
+
+    def figure(self):
+        f = self._figures()
+        return (f["pareto"] + f["spectrum"] + f["rank"] + f["bits"]).cols(2)
+
+    def write_link(self):
+        """As the base, but the text only when it is the user's own and fits a link; the
+        default (the Alice opening) is left out so a shared default link stays short."""
+        if self._doc is None or pn.state.location is None:
+            return
+        from urllib.parse import quote
+
+        values = self.study.values()
+        if values["text"] == kv.ALICE_OPENING or len(values["text"]) > MAX_LINK_VALUE:
+            values.pop("text")
+        pn.state.location.search = "?" + "&".join(
+            f"{k}={quote(link_text(v), safe=',.-_')}" for k, v in values.items()
+        )
+
+    def close(self):
+        self.result = None
+
+
+def _sqnr():
+    return kv.sqnr_curve(samples=2**16)
+
+
+create_app = KVCacheDashboard.create_app
+warm_cache = KVCacheDashboard.warm_cache

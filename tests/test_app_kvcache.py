@@ -1,0 +1,97 @@
+"""KV-cache dashboard: server-side (the page built as a session would) and one real browser test."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("panel")
+pytest.importorskip("glassllm")
+
+from apps import lab_app  # noqa: E402
+from apps.kvcache import KVCacheDashboard  # noqa: E402
+from workbench.labs import kvcache as kv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dash():
+    d = KVCacheDashboard()
+    d.page()
+    return d
+
+
+def test_widgets_come_from_the_study(dash):
+    for name, widget in dash.widgets.items():
+        span = lab_app.widget_range(widget)
+        if span is not None:
+            lo, hi = dash.study.param[name].bounds
+            assert lo <= span[0] and span[1] <= hi, name
+    assert lab_app.widget_range(dash.widgets["rank_k"]) == (1, 64)
+    assert lab_app.widget_range(dash.widgets["bits"]) == (1, 16)
+    assert dash.widgets["text"].max_length == 2000
+
+
+def test_rank_and_bits_update_numbers_and_figures_in_place(dash):
+    pane = dash.panes["pareto"]
+    before_numbers, before_fig = dash.numbers.object, pane.object
+    assert dash.request({"rank_k": 12})
+    assert dash.panes["pareto"] is pane and pane.object is not before_fig  # same pane, new data
+    assert dash.numbers.object != before_numbers
+    here = kv.KVCacheStudy(rank_k=12).evaluate()
+    want = float(here.output_rel_error.item())
+    assert f"{want:.4g}" in dash.numbers.object  # the table shows the Study's own number
+    assert dash.request({"bits": 2})
+    assert dash.result["here"].bits.item() == 2
+    dash.request({"rank_k": 32, "bits": 4})
+
+
+def test_bad_text_is_refused_with_a_message_and_snaps_back(dash):
+    assert not dash.request({"text": ""})
+    assert "empty" in dash.status.alert.object
+    assert not dash.request({"text": "word " * 300})
+    assert "128 tokens" in dash.status.alert.object
+    assert dash.study.text == kv.ALICE_OPENING
+    assert dash.widgets["text"].value == kv.ALICE_OPENING
+
+
+def test_user_text_is_analysed_and_never_rendered_as_markup():
+    d = KVCacheDashboard()
+    d.page()
+    assert d.request({"text": "<script>alert(1)</script> Alice ran after the White Rabbit."})
+    assert d.result["here"].attrs["n_tokens"] < 128
+    assert "<script>" not in d.numbers.object
+
+
+def test_links_apply_and_refuse_out_of_range_values():
+    d = KVCacheDashboard(query={"rank_k": "20", "bits": "99", "method": "PCA of cached K/V"})
+    assert d.study.rank_k == 20 and d.study.method == "pca"
+    assert d.study.bits == 4
+    assert "between 1 and 16" in d.status.alert.object
+
+
+def test_export_writes_the_current_point(tmp_path, dash):
+    ds = dash.dataset()
+    ds.to_netcdf(tmp_path / "kv.nc", engine="h5netcdf")
+    assert ds.rank_k.item() == dash.study.rank_k
+    assert dash.figure() is not None
+
+
+def test_missing_glassllm_shows_the_fallback_note(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_KVCACHE_NO_GLASSLLM", "1")
+    d = KVCacheDashboard()
+    d.page()
+    assert "synthetic" in d.numbers.object and d.study.fallback
+
+
+@pytest.mark.ui
+def test_browser_rank_slider_redraws_and_updates_the_link(page, server_url):
+    from tests.browser import plot_signature, press_slider, serious, wait_for_plots, wait_for_redraw
+
+    page.goto(server_url + "/kvcache")
+    wait_for_plots(page, 6)
+    before = plot_signature(page)
+    # sliders in declaration order: layer, key rank r_K, ...
+    press_slider(page, 1, "ArrowLeft", 4)  # r_K: 32 -> 28
+    wait_for_redraw(page, before)
+    page.wait_for_function("() => window.location.search.includes('rank_k=28')", timeout=30_000)
+    assert "Traceback" not in page.content()
+    assert not serious(page.console_errors), page.console_errors
