@@ -11,7 +11,7 @@ import html
 
 import panel as pn
 
-from apps.lab_app import MAX_LINK_VALUE, LabDashboard, link_text
+from apps.lab_app import LabDashboard
 from workbench.labs import kvcache as kv
 from workbench.labs.kvcache import figures
 
@@ -43,6 +43,7 @@ class KVCacheDashboard(LabDashboard):
     study_class = kv.KVCacheStudy
     cheap = ("rank_k", "rank_v", "bits", "spectrum_head", "centered")
     main_knob = "rank_k"
+    link_limits = {"text": MAX_TEXT_CHARS}  # a user's own text round-trips through the link
     explanation = EXPLANATION
     widget_overrides = {
         "text": {"widget": pn.widgets.TextAreaInput, "max_length": MAX_TEXT_CHARS, "height": 120},
@@ -153,20 +154,6 @@ class KVCacheDashboard(LabDashboard):
     def figure(self):
         f = self._figures()
         return (f["pareto"] + f["spectrum"] + f["rank"] + f["bits"]).cols(2)
-
-    def write_link(self):
-        """As the base, but the text only when it is the user's own and fits a link; the
-        default (the Alice opening) is left out so a shared default link stays short."""
-        if self._doc is None or pn.state.location is None:
-            return
-        from urllib.parse import quote
-
-        values = self.study.values()
-        if values["text"] == kv.ALICE_OPENING or len(values["text"]) > MAX_LINK_VALUE:
-            values.pop("text")
-        pn.state.location.search = "?" + "&".join(
-            f"{k}={quote(link_text(v), safe=',.-_')}" for k, v in values.items()
-        )
 
     def close(self):
         self.result = None

@@ -100,6 +100,8 @@ log = logging.getLogger("workbench.apps")
 
 #: Longest URL value read for any knob (longer values are refused with a message, unread).
 MAX_LINK_VALUE = 200
+#: Longest URL value decoded for any knob, whatever its own limit (bounds the work per request).
+MAX_LINK_TEXT = 4096
 #: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL).
 POOL_WORKERS = 4
 
@@ -192,17 +194,16 @@ def widget_range(widget: pn.widgets.Widget) -> tuple[Any, Any] | None:
     return None
 
 
-def parse_value(study: Study, name: str, text: str) -> Any:
+def parse_value(study: Study, name: str, text: str, limit: int = MAX_LINK_VALUE) -> Any:
     """Text from a link or a text box, parsed by the knob's type (never ``eval``).
 
-    Raises StudyInputError with the knob's label and what it accepts.
+    Raises StudyInputError with the knob's label and what it accepts; text longer than
+    ``limit`` characters is refused unread.
     """
     p = study.param[name]
     label = knob_label(study, name)
-    if len(text) > MAX_LINK_VALUE:
-        raise StudyInputError(
-            f"{label}: the value is over {MAX_LINK_VALUE} characters long and was ignored"
-        )
+    if len(text) > limit:
+        raise StudyInputError(f"{label}: the value is over {limit} characters long and was ignored")
     text = text.strip()
     try:
         if isinstance(p, param.Selector):
@@ -261,6 +262,8 @@ class LabDashboard:
     cheap: ClassVar[tuple[str, ...]] = ()
     #: The knob a user turns most (benchmarks/latency.py times it); default: the first cheap one.
     main_knob: ClassVar[str | None] = None
+    #: Longest link text per knob where the default limit (MAX_LINK_VALUE) is too short.
+    link_limits: ClassVar[dict[str, int]] = {}
     #: Knobs with no widget (set from the URL or programmatically only).
     hidden: ClassVar[tuple[str, ...]] = ()
     #: Display overrides per knob: {"bandwidth": {"widget": pn.widgets.DiscreteSlider, ...}}.
@@ -349,7 +352,7 @@ class LabDashboard:
             return
         if isinstance(self.widgets[name], pn.widgets.TextInput) and isinstance(value, str):
             try:
-                value = parse_value(self.study, name, value)
+                value = parse_value(self.study, name, value, self._link_limit(name))
             except StudyInputError as exc:
                 self.status.warn(str(exc))
                 self.sync_widgets([name])
@@ -570,7 +573,7 @@ class LabDashboard:
             if name not in query:
                 continue
             try:
-                value = parse_value(self.study, name, query[name])
+                value = parse_value(self.study, name, query[name], self._link_limit(name))
                 self.study.checked_update(**{name: value})
             except StudyInputError as exc:
                 messages.append(str(exc))
@@ -582,13 +585,27 @@ class LabDashboard:
                 "for them. " + " ".join(messages)
             )
 
+    def _link_limit(self, name: str) -> int:
+        return self.link_limits.get(name, MAX_LINK_VALUE)
+
+    def link_values(self) -> dict[str, str]:
+        """The knobs a link must carry: those that differ from their defaults (a default is
+        implied, so links stay short), as clean text within each knob's link limit."""
+        out = {}
+        for name, value in self.study.values().items():
+            if value == self.study.param[name].default:
+                continue
+            text = link_text(value)
+            if len(text) <= self._link_limit(name):
+                out[name] = text
+        return out
+
     def write_link(self) -> None:
         """The current knobs in the URL (clean text), so the view can be shared by its link."""
         if self._doc is None or pn.state.location is None:
             return
-        pn.state.location.search = "?" + "&".join(
-            f"{k}={_quote(link_text(v))}" for k, v in self.study.values().items()
-        )
+        query = "&".join(f"{k}={_quote(v)}" for k, v in self.link_values().items())
+        pn.state.location.search = "?" + query if query else ""
 
     def reset(self) -> None:
         """Every knob back to its default."""
@@ -689,7 +706,7 @@ def _session_query() -> dict[str, str]:
         if raw:
             value = raw[0]
             # Decode a bounded prefix so a huge value costs nothing; parse_value refuses it.
-            text = value[: MAX_LINK_VALUE + 1].decode("utf-8", errors="replace")
+            text = value[: MAX_LINK_TEXT + 1].decode("utf-8", errors="replace")
             out[str(key)[:64]] = text
     return out
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from ._blas import single_blas_thread  # noqa: F401 - re-exported for the Study
+from workbench.blas import single_blas_thread  # noqa: F401 - re-exported for the Study
+
 from .data import apply_rope, merge_heads, split_heads
 from .lowrank import Factorisation, factorise
 from .quant import quantize

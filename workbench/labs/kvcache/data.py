@@ -27,9 +27,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from workbench.blas import single_blas_thread
 from workbench.study import StudyInputError
-
-from ._blas import single_blas_thread
 
 #: The first 128 tokens (English glassllm tokenizer) of chapter 1 of Lewis Carroll's *Alice's
 #: Adventures in Wonderland* (public domain, Project Gutenberg text with curly quotes). Encoding
