@@ -28,7 +28,7 @@ import scipy.linalg
 from workbench import backend
 from workbench.labs.fractional.matrices import CollocationOperator, toeplitz_row
 from workbench.labs.fractional.symbol import symbol
-from workbench.study import StudyInputError, warn_user
+from workbench.study import StudyInputError, checkpoint, warn_user
 
 PRECONDITIONERS = ("none", "tau", "circulant", "laplacian")
 #: Memory for the Krylov basis beyond which GMRES restarts (bytes).
@@ -189,6 +189,7 @@ class GMRES:
             g[0] = beta
             j_used = 0
             for j in range(k_max):
+                checkpoint()  # a superseded dashboard computation stops here
                 w = self.matvec(self.precondition(basis[j]))
                 h = basis[: j + 1] @ w
                 w = w - basis[: j + 1].T @ h
