@@ -188,7 +188,8 @@ class CollocationOperator(LinearOperator):
         return self._device[key]
 
     def _toeplitz(self, xp, arrays, x):
-        y = xp.fft.irfft(arrays["eig"] * xp.fft.rfft(x, n=self._fft_len), n=self._fft_len)
+        fft = scipy.fft if xp is np else xp.fft
+        y = fft.irfft(arrays["eig"] * fft.rfft(x, n=self._fft_len), n=self._fft_len)
         return y[: x.shape[0]]
 
     def apply(self, x):

@@ -59,7 +59,8 @@ def greville(intervals: int, degree: int) -> np.ndarray:
     t = open_knots(intervals, degree)
     p = int(degree)
     total = int(intervals) + p
-    sums = np.array([t[j + 1 : j + p + 1].mean() for j in range(total)])
+    window = np.concatenate([[0.0], np.cumsum(t)])  # running sums: mean of t[j+1 .. j+p]
+    sums = (window[p + 1 : p + 1 + total] - window[1 : 1 + total]) / p
     return sums[1:-1]
 
 
