@@ -47,8 +47,8 @@ ERROR_POINTS_PER_INTERVAL = 8
 ERROR_POINTS_CAP = 2**19
 #: Largest n for dense eigenvalues (nonsymmetric eig is O(n³): about 2 s at n = 1024 here).
 EIGEN_CAP = 1024
-#: Largest n for the exact 2-norm condition number by a dense SVD.
-COND_EXACT_CAP = 1024
+#: Largest n for the exact 2-norm condition number by a dense SVD (n = 1024 takes 1-5 s here).
+COND_EXACT_CAP = 512
 #: Largest n for the estimated condition number (ARPACK with inner preconditioned solves).
 COND_ESTIMATE_CAP = 2**16
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -190,11 +191,31 @@ class FractionalStudy(Study):
         values = sorted({*alphas, float(self.alpha)})
         return analysis.symbol_at_pi(values, list(degrees))
 
+    # The sweeps are shared by every session (LRU caches; the Datasets must not be mutated).
     def conditioning(self, intervals: Sequence[int] = COND_SIZES) -> xr.Dataset:
-        return analysis.conditioning(intervals, self.alpha, self.degree)
+        return _conditioning(_sizes(intervals), float(self.alpha), int(self.degree))
 
     def convergence(self, intervals: Sequence[int] = ERROR_SIZES) -> xr.Dataset:
-        return analysis.convergence(intervals, self.alpha, self.degree, self.rhs)
+        return _convergence(_sizes(intervals), float(self.alpha), int(self.degree), self.rhs)
 
     def iteration_counts(self, intervals: Sequence[int] = ITERATION_SIZES) -> xr.Dataset:
-        return analysis.iteration_counts(intervals, self.alpha, self.degree, tol=1e-8)
+        return _iterations(_sizes(intervals), float(self.alpha), int(self.degree))
+
+
+def _sizes(intervals: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted({int(v) for v in intervals}))
+
+
+@functools.lru_cache(maxsize=32)
+def _conditioning(sizes: tuple[int, ...], alpha: float, degree: int) -> xr.Dataset:
+    return analysis.conditioning(sizes, alpha, degree)
+
+
+@functools.lru_cache(maxsize=32)
+def _convergence(sizes: tuple[int, ...], alpha: float, degree: int, rhs: str) -> xr.Dataset:
+    return analysis.convergence(sizes, alpha, degree, rhs)
+
+
+@functools.lru_cache(maxsize=32)
+def _iterations(sizes: tuple[int, ...], alpha: float, degree: int) -> xr.Dataset:
+    return analysis.iteration_counts(sizes, alpha, degree, tol=1e-8)
