@@ -503,7 +503,7 @@ class LabDashboard:
         self._stream_generation += 1
         generation = self._stream_generation
         if self._doc is None:
-            with self.status.guard("streaming", timed=False):
+            with self.status.guard("streaming", timed=False, clear=False):
                 on_items(list(items()))
             return
         inbox: queue.Queue = queue.Queue()
@@ -574,6 +574,13 @@ class LabDashboard:
                 continue
             try:
                 value = parse_value(self.study, name, query[name], self._link_limit(name))
+                widget = self.widgets.get(name)
+                if isinstance(widget, pn.widgets.DiscreteSlider) and isinstance(
+                    self.study.param[name], param.Integer
+                ):
+                    # A whole-number knob shown on fixed stops (N = 2^k): take the nearest stop,
+                    # so widget, plots and URL agree.
+                    value = min(widget.options, key=lambda v: abs(v - value))
                 self.study.checked_update(**{name: value})
             except StudyInputError as exc:
                 messages.append(str(exc))
