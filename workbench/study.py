@@ -48,7 +48,7 @@ _notes: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
 )
 
 
-def warn_user(message: str, stacklevel: int = 2) -> None:
+def warn_user(message: str, category: type[Warning] | None = None, stacklevel: int = 2) -> None:
     """Tell the user something about the current setting (a :class:`StudyWarning`).
 
     It is a normal Python warning (notebooks and scripts see it) and, inside
@@ -59,7 +59,7 @@ def warn_user(message: str, stacklevel: int = 2) -> None:
     notes = _notes.get()
     if notes is not None:
         notes.append(str(message))
-    warnings.warn(message, StudyWarning, stacklevel=stacklevel + 1)
+    warnings.warn(message, category or StudyWarning, stacklevel=stacklevel + 1)
 
 
 class Cancelled(Exception):  # noqa: N818 - reads as what happened

@@ -30,7 +30,6 @@ True
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
-from workbench.study import StudyInputError
+from workbench.study import StudyInputError, StudyWarning, warn_user
 
 #: Polynomial coefficients a_j of P_p(ρ) = Σ_j a_j ρ^j for the half-integer Matérn kernels
 #: (brief, "Quadrature weights"; Rasmussen & Williams eq. 4.16-4.17 for ν ≤ 5/2).
@@ -55,7 +54,7 @@ KERNELS = ("matern", "wiener")
 _EIGEN_CUTOFF = 1e-15
 
 
-class QuadratureWarning(RuntimeWarning):
+class QuadratureWarning(StudyWarning, RuntimeWarning):
     """BQ fell back from Cholesky to an eigendecomposition solve (K numerically singular)."""
 
 
@@ -307,7 +306,7 @@ def bq_rule(
     if weights is None:
         weights, dropped = _solve_eigh(gram, mean)
         solver = "eigh"
-        warnings.warn(
+        warn_user(
             f"BQ (kernel={kernel}, nu={nu}, lengthscale={lengthscale}, jitter={jitter:g}, n={n}): "
             f"Cholesky failed, K is numerically singular; used an eigendecomposition pseudo-"
             f"inverse dropping {dropped} direction(s). Raise the jitter for a stable solve.",
