@@ -47,13 +47,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in {".nc", ".csv"}:
         raise StudyInputError(f"--out must end in .nc or .csv, got {out.name!r}")
-    ds = sweep.run(
-        study,
-        grid,
+    kwargs = dict(
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         show_progress=None if not args.quiet else False,
     )
+    if args.scheduler:
+        from workbench.executors import DaskExecutor
+
+        with DaskExecutor(args.scheduler) as executor:
+            ds = sweep.run(study, grid, executor=executor, **kwargs)
+    else:
+        ds = sweep.run(study, grid, **kwargs)
     if out.suffix.lower() == ".nc":
         sweep.to_netcdf(ds, out)
     else:
@@ -114,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--cache-dir", default=None, help="point cache (default ~/.cache/workbench)")
     sw.add_argument("--no-cache", action="store_true", help="recompute every point")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--scheduler",
+        default=None,
+        help="run on Dask: 'local' starts a LocalCluster, tcp://host:8786 uses a running "
+        "scheduler (default: in this process; DASK_SCHEDULER_ADDRESS is read when given 'env')",
+    )
     sw.set_defaults(func=cmd_sweep)
 
     info = sub.add_parser("info", help="versions, backend and device")
