@@ -7,6 +7,7 @@ prints a number to k digits, the test asks for those digits (or the stated perce
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -16,7 +17,8 @@ import xarray as xr
 
 from workbench import sweep
 from workbench.labs import quadrature as quad
-from workbench.labs import quadrature_rules as qr
+from workbench.labs.quadrature import rules as qr
+from workbench.labs.quadrature import systems
 from workbench.study import StudyInputError
 
 T = quad.INTERVAL_LENGTH
@@ -108,17 +110,51 @@ def test_bq_weights_are_optimal_in_the_rkhs(nu):
     assert error < qr.worst_case_error_of(qr.trapezoid_weights(6, 0.0, T), 0.0, T, "matern", nu)
 
 
+def _independent_worst_case_error(n, nu, ell=0.3, a=0.0, b=T):
+    """e² = Z − zᵀK⁻¹z with z and Z by adaptive numerical integration of the kernel (SciPy),
+    not the closed forms, and K⁻¹z by an SVD solve: a reference that shares no code with the
+    lab's rules beyond the kernel formula of the brief."""
+    t = np.linspace(a, b, n)
+    z = np.array(
+        [
+            scipy.integrate.quad(
+                lambda s, x=x: float(qr.matern_kernel(s, x, nu, ell)),
+                a, b, points=[x], epsabs=0, epsrel=1e-13,
+            )[0]
+            for x in t
+        ]
+    )  # fmt: skip
+    inner = lambda x: scipy.integrate.quad(  # noqa: E731 - the kernel's kink sits at s = x
+        lambda s: float(qr.matern_kernel(s, x, nu, ell)), a, b, points=[x], epsabs=0, epsrel=1e-13
+    )[0]
+    total = scipy.integrate.quad(inner, a, b, epsabs=0, epsrel=1e-12)[0]
+    gram = qr.matern_kernel(t[:, None], t[None, :], nu, ell)
+    return float(np.sqrt(max(total - z @ np.linalg.lstsq(gram, z, rcond=None)[0], 0.0)))
+
+
 def test_worst_case_error_slopes_match_the_brief():
-    """The brief's −1, −2.15, −3.19, −4.03 are two-point slopes between N = 3 and N = 11 (we match
-    them to 0.01); a least-squares fit over the same nine points is steeper for ν ≥ 5/2 (−3.25,
-    −4.19), which the dataset also reports."""
+    """The brief's −1, −2.15, −3.19, −4.03 are two-point slopes between N = 3 and N = 11 (matched
+    to the printed 0.01). The least-squares slopes over the same points must follow the theory
+    order b = ν + ½ of the brief (e ≍ N^-b): never flatter than −b (0.05 for the fit), and at most
+    0.3 steeper, the pre-asymptotic steepening the brief's own endpoint slopes show (−3.19 for
+    b = 3 over the same N)."""
     ds = quad.worst_case_errors(
         ns=range(3, 12), nus=(0.5, 1.5, 2.5, 3.5), lengthscale=0.3, a=0, b=T
     )
     np.testing.assert_allclose(ds.endpoint_slope, [-1.0, -2.15, -3.19, -4.03], atol=0.01)
-    np.testing.assert_allclose(ds.slope, [-1.0, -2.157, -3.252, -4.188], atol=0.01)
+    order = np.array([1.0, 2.0, 3.0, 4.0])
+    assert np.all(ds.slope.values <= -order + 0.05) and np.all(ds.slope.values >= -order - 0.3)
     assert ds.worst_case_error.dims == ("kernel", "n")
     assert list(ds.kernel.values) == ["matern-0.5", "matern-1.5", "matern-2.5", "matern-3.5"]
+
+
+@pytest.mark.parametrize(("nu", "n"), [(0.5, 3), (0.5, 11), (1.5, 3), (1.5, 8)])
+def test_worst_case_error_equals_an_independent_computation(nu, n):
+    """e(w) of the closed forms against numerically integrated kernel means. rel 1e-6: quad's
+    1e-13 relative errors in z and Z are amplified by the cancellation in Z − zᵀK⁻¹z (e²/Z is
+    ~1e-6 here), so only about six digits of the reference are trustworthy."""
+    _, error = qr.bq_weights(n, 0.0, T, nu=nu, lengthscale=0.3)
+    assert error == pytest.approx(_independent_worst_case_error(n, nu), rel=1e-6)
 
 
 def test_zero_mean_prior_biases_the_weight_sum_at_two_nodes():
@@ -284,52 +320,171 @@ def test_sweep_over_n_gives_an_n_dim(tmp_path):
 
 # --- bad input ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("kwargs", "names"),
+    ("kwargs", "message"),
     [
-        ({"n": 1}, "n (nodes"),
-        ({"n": 2.5}, "n (nodes"),
-        ({"lengthscale": 0.0, "rule": "bq"}, "lengthscale"),
-        ({"lengthscale": -1.0}, "lengthscale"),
-        ({"jitter": -1e-9}, "jitter"),
-        ({"system": "pendulum"}, "system"),
-        ({"rule": "simpson"}, "rule"),
-        ({"nu": 1.0}, "nu"),
-        ({"kernel": "rbf"}, "kernel"),
-        ({"max_iter": 0}, "max_iter"),
-        ({"intervals": -3}, "intervals"),
-        ({"tol": -1.0}, "tol"),
-        ({"system": "sin", "initial_gain": [1, 1, 1]}, "initial_gain"),
+        ({"n": 1}, "samples per interval N must be between 2 and 30; got 1"),
+        ({"n": 31}, "samples per interval N must be between 2 and 30; got 31"),
+        ({"n": 2.5}, "samples per interval N must be between 2 and 30; got 2.5"),
+        ({"lengthscale": 0.0, "rule": "bq"}, "length-scale ℓ must be between 0.01 and 10"),
+        ({"lengthscale": -1.0}, "length-scale ℓ must be between 0.01 and 10"),
+        ({"jitter": -1e-9}, "jitter on K's diagonal must be between 0 and 0.01"),
+        ({"system": "pendulum"}, "system must be one of LQR"),
+        ({"rule": "simpson"}, "quadrature rule must be one of trapezoid, Bayesian quadrature"),
+        ({"nu": 1.0}, "Matérn smoothness ν must be one of 1/2, 3/2, 5/2, 7/2"),
+        ({"kernel": "rbf"}, "BQ kernel must be one of Matérn"),
+        ({"max_iter": 0}, "max PI iterations must be between 1 and 100"),
+        ({"max_iter": 1000}, "max PI iterations must be between 1 and 100"),
+        ({"intervals": -3}, "intervals M per iteration must be between 0 and 200"),
+        ({"tol": -1.0}, "stopping tolerance must be between 0 and 1"),
+        ({"wiener_start": 0.0}, "Wiener kernel start a (s) must be between 0.001 and 10"),
+        ({"initial_gain": [1, 2]}, "initial gain K₀ (LQR) must be 3 numbers"),
+        ({"initial_gain": [0, 0, 1e4]}, "within ±1000"),
     ],
 )
-def test_bad_input_names_the_parameter(kwargs, names):
-    with pytest.raises(StudyInputError, match=names.replace("(", r"\(")):
+def test_bad_input_names_the_knob_and_its_bound(kwargs, message):
+    """Every message names the knob by the label a student sees and says what is allowed."""
+    with pytest.raises(StudyInputError) as info:
         quad.run_policy_iteration(**kwargs)
-    with pytest.raises(StudyInputError, match=names.replace("(", r"\(")):
+    assert message in str(info.value)
+    with pytest.raises(StudyInputError) as info:
         quad.iter_policy_iteration(**kwargs)  # raised at the call, before the first record
+    assert message in str(info.value)
 
 
 def test_non_admissible_initial_gain_names_the_unstable_eigenvalue():
     # K₀ = [−1, 0, 0] makes the characteristic polynomial s³ + 0.7s² + 0.5s − 0.9: a root s > 0
-    with pytest.raises(StudyInputError, match=r"initial_gain.*unstable eigenvalue 0\.65"):
+    with pytest.raises(StudyInputError, match=r"initial gain K₀.*unstable eigenvalue 0\.65"):
         quad.run_policy_iteration("lqr", initial_gain=[-1.0, 0.0, 0.0])
     ds = quad.run_policy_iteration("lqr", n=10, initial_gain=[0.5, 1.0, 1.0])
     assert float(ds.final_weight_error) < 1e-3
+    # the sin system starts from ω₀ and ignores K₀ (switching systems keeps a typed gain)
+    sin = quad.run_policy_iteration("sin", n=5, initial_gain=[-1.0, 0.0, 0.0])
+    assert float(sin.final_weight_error) == pytest.approx(1.2876e-4, rel=0.03)
 
 
-def test_bad_sweep_labels_and_study_values():
+def test_refused_study_values_roll_back_and_name_the_knob():
+    study = quad.QuadratureStudy()
+    with pytest.raises(StudyInputError, match="length-scale ℓ must be between 0.01 and 10"):
+        study.checked_update(lengthscale=-1.0)
+    with pytest.raises(StudyInputError, match=r"samples per interval N must be between 2 and 30"):
+        study.checked_update(n=1, rule="bq")
+    assert (study.n, study.rule, study.lengthscale) == (10, "trapezoid", 0.3)  # all-or-nothing
+    with pytest.raises(StudyInputError, match="not admissible"):
+        study.checked_update(initial_gain=(0.0, 0.0, -5.0))
+    assert study.initial_gain == (0.0, 0.0, 0.0)
+
+
+def test_bad_sweep_labels():
     with pytest.raises(StudyInputError, match="rule label"):
         quad.error_vs_n("lqr", ["simpson"], ns=[5])
     with pytest.raises(StudyInputError, match="nu"):
         quad.parse_rule_label("bq-matern-1")
-    with pytest.raises(StudyInputError, match=r"(?i)length-?scale.*between 0\.001 and 10"):
-        quad.QuadratureStudy().checked_update(lengthscale=-1.0)
-    with pytest.raises(StudyInputError, match=r"between 2 and 30; got 1$"):
-        quad.QuadratureStudy().checked_update(n=1)
+    with pytest.raises(StudyInputError, match="samples per interval N must be between 2 and 30"):
+        quad.error_vs_n("lqr", ["trapezoid"], ns=[1, 5])
     with pytest.raises(StudyInputError, match="a > 0"):
-        qr.bq_weights(5, 0.0, T, kernel="wiener")
+        qr.bq_weights(5, 0.0, T, kernel="wiener")  # the rule itself still needs a > 0
 
 
 def test_no_warnings_on_the_default_path():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quad.run_policy_iteration("lqr", n=30, rule="bq")
+
+
+# --- one description per knob ---------------------------------------------------------------------
+def test_every_knob_has_a_label_and_a_doc_and_selectors_show_names():
+    study = quad.QuadratureStudy()
+    for name in study.knob_names():
+        p = study.param[name]
+        assert p.label and p.label != name.replace("_", " ").capitalize(), name
+        assert p.doc and len(p.doc) > 40, name
+    assert study.param.rule.names["Bayesian quadrature"] == "bq"
+    assert study.param.nu.names["7/2"] == 3.5
+    assert study.param.kernel.names["Wiener min(s, s')"] == "wiener"
+
+
+def test_caps_come_from_the_study_declarations():
+    """The old MAX_ITER_CAP = 200 vs Study max_iter ≤ 50 drift cannot recur: one declaration."""
+    assert quad.MAX_ITER_CAP == quad.QuadratureStudy.param.max_iter.bounds[1]
+    assert quad.MAX_INTERVALS == quad.QuadratureStudy.param.intervals.bounds[1]
+    ds = quad.run_policy_iteration("lqr", n=5, tol=0.0, max_iter=quad.MAX_ITER_CAP)
+    assert ds.sizes["iteration"] == quad.MAX_ITER_CAP
+
+
+# --- the Wiener kernel (issue 8: it always failed) ------------------------------------------------
+@pytest.mark.parametrize("system", ["lqr", "sin"])
+def test_wiener_bq_runs_and_equals_the_trapezoid_rule(system):
+    """Brief: BQ with min(s, s') on [a, b], a > 0, gives exactly the trapezoid weights, so the
+    whole PI run must equal the trapezoid run with the same M."""
+    wiener = quad.run_policy_iteration(system, n=7, rule="bq", kernel="wiener", intervals=20)
+    trapezoid = quad.run_policy_iteration(system, n=7, rule="trapezoid", intervals=20)
+    np.testing.assert_allclose(
+        wiener.quadrature_weights, trapezoid.quadrature_weights, rtol=1e-10, atol=0
+    )
+    # rtol 1e-6 for the runs: the least-squares fit pinv(Θ) amplifies the 1e-11 weight
+    # differences by cond(Θ) (~1e4 once the state has decayed), measured 2e-7 at the floor
+    np.testing.assert_allclose(wiener.weight_error, trapezoid.weight_error, rtol=1e-6)
+    # the worst-case error depends on where the interval sits (the kernel is not stationary):
+    # e² = Z − zᵀw with Z = aL² + L³/3 grows with a for these fixed weights
+    far = quad.run_policy_iteration(system, n=7, rule="bq", kernel="wiener", wiener_start=1.0)
+    assert float(far.worst_case_error) > float(wiener.worst_case_error)
+
+
+# --- shared caches and threads --------------------------------------------------------------------
+def test_cached_rule_arrays_are_read_only():
+    rule = quad.QuadratureStudy(rule="bq").quadrature()
+    with pytest.raises(ValueError, match="read-only"):
+        rule.weights[0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        rule.offsets[0] = 1.0
+
+
+def test_interleaved_threads_leave_blas_threads_as_they_were(monkeypatch):
+    """Issue 7 §2 defect 4: two threads enter the lab's single-BLAS-thread section and leave it in
+    the opposite order (A in, B in, A out, B out). With a per-thread threadpoolctl limit, A's exit
+    restored the original and B's exit then restored the "1 thread" it had captured on entry,
+    pinning BLAS at 1 for the whole process (reproduced with bare threadpoolctl limits)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        if not before:
+            pytest.skip("no BLAS library visible to threadpoolctl")
+        inside = {"a": threading.Event(), "b": threading.Event(), "a_done": threading.Event()}
+        original = systems.LQRSystem.sample
+        seen = []
+
+        def sample(self, *args, **kwargs):
+            name = threading.current_thread().name
+            if name == "A" and not inside["a"].is_set():
+                inside["a"].set()
+                assert inside["b"].wait(10)  # B enters while A is inside
+            elif name == "B" and not inside["b"].is_set():
+                assert inside["a"].wait(10)
+                inside["b"].set()
+                seen.append(name)
+                assert inside["a_done"].wait(10)  # A leaves first
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(systems.LQRSystem, "sample", sample)
+
+        def run_a():
+            quad.run_policy_iteration("lqr", n=4, max_iter=1)
+            inside["a_done"].set()
+
+        threads = [
+            threading.Thread(target=run_a, name="A"),
+            threading.Thread(target=quad.run_policy_iteration, name="B", kwargs={"max_iter": 1}),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert seen == ["B"]  # the interleaving happened
+        # read from this thread: OpenBLAS may report a thread's own setting in another thread
+        assert blas_threads() == before == [2] * len(before)
