@@ -1,10 +1,12 @@
 """Benchmark: server-side cost of moving the KDE dashboard's bandwidth slider.
 
-Builds the dashboard as a browser session would (rendered into a Bokeh document), then moves
-the bandwidth through 24 slider stops and times each full update: compute at the new h from
-cached distances, move the live markers, re-render the per-h panels. For comparison it times
-the naive alternative a dashboard author would first write: rebuild every HoloViews figure and
-hand it to the panes on each move. Target (issue): under 150 ms at the default sizes.
+Builds the dashboard (:class:`apps.kde.KDEDashboard`, on the LabDashboard base) as a browser
+session would (rendered into a Bokeh document), then moves the bandwidth through 22 slider stops
+through the same path as a slider move (``request``: validate, URL, ``update_cheap``) and times
+each full update: evaluate the new h on the cached distance tables, move the live markers,
+re-render the two per-h panels. For comparison it times the naive alternative a dashboard author
+would first write: rebuild every HoloViews figure and hand it to the panes on each move. Budget
+(issue): under 100 ms server-side at the default sizes.
 Run: ``python benchmarks/bench_kde_app.py``. No assertions: this is a measurement.
 """
 
@@ -23,7 +25,7 @@ warnings.filterwarnings("ignore")
 def main() -> None:
     from bokeh.document import Document
 
-    from apps.kde import BANDWIDTH_STOPS, KDEDashboard
+    from apps.kde import BANDWIDTH_STOPS, KDEDashboard, _at_h
     from workbench import backend
 
     start = time.perf_counter()
@@ -31,7 +33,7 @@ def main() -> None:
     dashboard.plots_area.get_root(Document())
     build = time.perf_counter() - start
     stops = [h for h in BANDWIDTH_STOPS if 0.3 <= h <= 2.5][::2][:24]
-    dashboard.apply_bandwidth(stops[0])  # warm caches the way a first move would
+    dashboard.request({"bandwidth": stops[0]})  # warm caches the way a first move would
 
     def timed(fn, values):
         out = []
@@ -41,14 +43,13 @@ def main() -> None:
             out.append(1e3 * (time.perf_counter() - t0))
         return np.array(out)
 
-    ours = timed(dashboard.apply_bandwidth, stops)
+    ours = timed(lambda h: dashboard.request({"bandwidth": h}), stops)
 
     def naive(h):
         dashboard.study.bandwidth = h
-        dashboard._recompute_current()
-        for name in dashboard.STATIC:
-            dashboard.panes[name].object = dashboard._static_object(name)
-        dashboard.view.bandwidth = h
+        dashboard.result.update(_at_h(dashboard.study))
+        for name in dashboard.panes:
+            dashboard.panes[name].object = dashboard._figure(name)
 
     rebuilt = timed(naive, stops[:8])
     s = dashboard.study

@@ -31,78 +31,6 @@ def _rendered_columns(pane, column: str | None = None) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def kde_dashboard(cache_dir):
-    from apps.kde import KDEDashboard
-
-    dashboard = KDEDashboard()
-    _render(dashboard)
-    return dashboard
-
-
-def test_kde_bandwidth_moves_markers_and_redraws_histogram(kde_dashboard):
-    d = kde_dashboard
-    kl_source = d.markers["kl"]._models[-1]  # the rendered marker's Bokeh data source
-    before_hist = _rendered_columns(d.panes["distribution"], "top")
-    assert before_hist
-    d.apply_bandwidth(0.6)
-    assert not d.status.alert.visible
-    assert kl_source.data["x"] == [0.6]
-    # The marker sits on the measured KL/d at h = 0.6, which is far above the d → ∞ theory there
-    # (the brief: finite-size corrections dominate in the condensed regime).
-    y = kl_source.data["y"][0]
-    assert y == pytest.approx(float(d.study.evaluate(bandwidth=[0.6])["kl_per_dim"][0]))
-    after_hist = _rendered_columns(d.panes["distribution"], "top")
-    assert not np.allclose(before_hist[0], after_hist[0])
-    # Lower h concentrates each estimate on fewer points: log ρ̂ spreads out.
-    log_hat, _ = d.samples
-    assert np.std(log_hat) > 0
-
-
-def test_kde_bandwidth_change_reuses_distances(kde_dashboard, monkeypatch):
-    from workbench.labs import kde
-
-    calls = []
-    original = kde.squared_distances
-    monkeypatch.setattr(
-        kde, "squared_distances", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
-    kde_dashboard.apply_bandwidth(1.3)
-    kde_dashboard.apply_bandwidth(0.8)
-    assert calls == []
-
-
-def test_kde_data_knob_regenerates_and_bad_size_is_an_alert(kde_dashboard):
-    d = kde_dashboard
-    curves_before = np.asarray(d.curves["kl_per_dim"]).copy()
-    d.alpha.value = 0.3
-    d._apply_data_knobs()
-    assert not d.status.alert.visible
-    assert d.study.alpha == 0.3
-    assert np.asarray(d.curves["kl_per_dim"]).shape == curves_before.shape
-    assert not np.allclose(np.asarray(d.curves["kl_per_dim"]), curves_before)
-    # n = e^{αd} far beyond memory: an alert, the old results kept, the knobs put back.
-    d.dim.value, d.alpha.value = 128, 2.0
-    d._apply_data_knobs()
-    assert d.status.alert.visible and "lower α or d" in d.status.alert.object
-    assert (d.study.dim, d.study.alpha) == (20, 0.3)
-    assert (d.dim.value, d.alpha.value) == (20, 0.3)
-
-
-def test_kde_exports_data_and_figure(kde_dashboard, tmp_path):
-    import holoviews as hv
-    import xarray as xr
-
-    ds = kde_dashboard.dataset()
-    path = tmp_path / "kde.nc"
-    ds.to_netcdf(path, engine="h5netcdf")
-    back = xr.load_dataset(path)
-    np.testing.assert_allclose(back["kl_per_dim"], ds["kl_per_dim"])
-    html = tmp_path / "kde.html"
-    hv.save(kde_dashboard.figure(), html, backend="bokeh")
-    assert "Bokeh" in html.read_text()[:20000]
-
-
-@pytest.fixture
 def quad_dashboard():
     from apps.quadrature import QuadratureDashboard
 
@@ -180,12 +108,9 @@ def test_quadrature_cholesky_fallback_is_a_visible_note(quad_dashboard):
 
 
 def test_sessions_share_the_expensive_panels(cache_dir):
-    """A second visitor (or a reloaded demo) reuses the first one's grid computations."""
-    from apps.kde import KDEDashboard
+    """A second visitor (or a reloaded demo) reuses the first one's grid computations (the KDE
+    lab's version of this test is in tests/test_app_kde.py)."""
     from apps.quadrature import QuadratureDashboard
 
-    first, second = KDEDashboard(), KDEDashboard()
-    assert first.curves is second.curves and first.heavy is second.heavy
-    assert first.study is not second.study  # knobs stay per session
     q1, q2 = QuadratureDashboard(), QuadratureDashboard()
     assert q1.sweep is q2.sweep and q1.records is not q2.records

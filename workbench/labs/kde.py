@@ -569,6 +569,13 @@ def max_points(dim: int = 20, n_queries: int = 200) -> int:
     return int(max(1, min(hard, by_memory)))
 
 
+def _people(n: int) -> str:
+    """``22,026`` below a million, ``1.2 million`` up to a billion, ``1.5e+111`` beyond."""
+    if n < 10**6:
+        return f"{n:,}"
+    return f"{n / 1e6:.2g} million" if n < 10**9 else f"{float(n):.3g}"
+
+
 def _readable(n: int) -> str:
     """``22,026`` for sizes people can read, ``1.5e+111`` for the absurd ones."""
     return f"{n:,}" if n < 10**9 else f"{float(n):.3g}"
@@ -715,6 +722,7 @@ def _slice_line(dim: int, alpha: float, seed: int, points: int, backend_name: st
     y2 = sample.data[nearest[-1]]
     t = np.linspace(-0.5, 1.5, points)
     line = y1[None, :] + t[:, None] * (y2 - y1)[None, :]
+    t.flags.writeable = line.flags.writeable = False  # shared across sessions by the cache
     # Cache the table only while it is small; otherwise each call streams (bounded memory).
     table = (
         DistanceTable(line, sample.data, sort=False)
@@ -792,26 +800,35 @@ def _heavy_tail_cached(dim, alpha, seed, n_datasets, bandwidths: tuple[float, ..
     h = np.asarray(bandwidths)
     z = heavy_tail_ratios(dim, alpha, h, n_datasets, seed)
     h_g_eff = _effective_h_g(dim, alpha)
-    return xr.Dataset(
-        {
-            "z_skew": (("bandwidth",), scipy.stats.skew(z, axis=1)),
-            "z_median": (("bandwidth",), np.median(z, axis=1)),
-            "z_mean": (("bandwidth",), z.mean(axis=1)),
-            "z_q90": (("bandwidth",), np.quantile(z, 0.9, axis=1)),
-            "bandwidth_ratio": (("bandwidth",), h / h_g_eff),
-        },
-        coords={"bandwidth": h},
-        attrs={
-            "description": "Z = rho_hat(x)/E[rho_hat(x)|x] over independent datasets at |x| = sqrt(d)",
-            "n": n_points(dim, alpha),
-            "dim": int(dim),
-            "alpha": float(alpha),
-            "n_datasets": int(n_datasets),
-            "h_g_eff": h_g_eff,
-            "method": "exact shortcut: squared distances (r - g)^2 + chi2_{d-1}",
-            "provenance": PROVENANCE,
-        },
+    return _read_only(
+        xr.Dataset(
+            {
+                "z_skew": (("bandwidth",), scipy.stats.skew(z, axis=1)),
+                "z_median": (("bandwidth",), np.median(z, axis=1)),
+                "z_mean": (("bandwidth",), z.mean(axis=1)),
+                "z_q90": (("bandwidth",), np.quantile(z, 0.9, axis=1)),
+                "bandwidth_ratio": (("bandwidth",), h / h_g_eff),
+            },
+            coords={"bandwidth": h},
+            attrs={
+                "description": "Z = rho_hat(x)/E[rho_hat(x)|x] over independent datasets at |x| = sqrt(d)",
+                "n": n_points(dim, alpha),
+                "dim": int(dim),
+                "alpha": float(alpha),
+                "n_datasets": int(n_datasets),
+                "h_g_eff": h_g_eff,
+                "method": "exact shortcut: squared distances (r - g)^2 + chi2_{d-1}",
+                "provenance": PROVENANCE,
+            },
+        )
     )
+
+
+def _read_only(ds: xr.Dataset) -> xr.Dataset:
+    """Freeze a Dataset shared across sessions through a cache: no session can edit another's."""
+    for var in ds.variables.values():
+        var.values.flags.writeable = False
+    return ds
 
 
 def _effective_h_g(dim: int, alpha: float) -> float:
@@ -839,6 +856,28 @@ def _control_variate_mean(values: np.ndarray, queries: np.ndarray) -> tuple[np.n
 # ================================================================================================
 # The Study
 # ================================================================================================
+#: units and long_name of every data variable :meth:`KDEStudy.evaluate` returns.
+_EVALUATE_ATTRS = {
+    "kl_per_dim": ("nats per dimension", "KL(rho || rho_hat)/d, mean over query points"),
+    "kl_per_dim_stderr": ("nats per dimension", "standard error of kl_per_dim"),
+    "kl_per_dim_cv": ("nats per dimension", "KL/d with the control variate |x|^2 - d"),
+    "kl_per_dim_cv_stderr": ("nats per dimension", "standard error of kl_per_dim_cv"),
+    "kl_per_dim_theory": ("nats per dimension", "KL/d theory, d -> infinity"),
+    "kl_per_dim_finite": ("nats per dimension", "KL/d theory at finite d (u_eff)"),
+    "participation_ratio": ("1", "participation ratio Y2, mean over query points"),
+    "participation_theory": ("1", "REM Y2 = max(0, 1 - h^2/h_G,eff^2)"),
+    "participation_theory_inf": ("1", "REM Y2 = max(0, 1 - h^2/h_G^2), d -> infinity"),
+    "n_points_90": ("points", "points carrying 90 % of the weight (median over queries)"),
+    "effective_points": ("points", "effective number of points 1/Y2 (median over queries)"),
+    "log_density_mean": ("nats", "mean of log rho_hat over query points"),
+    "log_density_std": ("nats", "standard deviation of log rho_hat over query points"),
+    "log_density_exact_mean": ("nats", "mean of the exact log rho over query points"),
+    "stable_index": ("1", "stable index mu = h^2 (1 - s*)/s*, d -> infinity"),
+    "stable_index_finite": ("1", "stable index mu = h^2/h_G,eff^2 at finite d"),
+    "bandwidth_ratio": ("1", "h / h_G,eff"),
+}
+
+
 class KDEStudy(Study):
     """Gaussian KDE on n = e^{αd} points from N(0, I_d): KL/d, Y₂ and regimes versus bandwidth.
 
@@ -852,7 +891,7 @@ class KDEStudy(Study):
     paper = "Biroli & Mézard, Kernel Density Estimators in Large Dimensions (2024)"
     paper_url = "https://arxiv.org/abs/2408.05807"
     summary = (
-        "With n = e^{αd} Gaussian points in d dimensions, lowering the bandwidth h takes the "
+        "With n = e^(αd) Gaussian points in d dimensions, lowering the bandwidth h takes the "
         "estimator from the central-limit regime through a heavy-tailed (α-stable) regime into "
         "a condensed regime where a few nearest points dominate. Sweep h and watch KL/d, the "
         "participation ratio and the distribution of log ρ̂ change; the KL-optimal bandwidth "
@@ -860,21 +899,54 @@ class KDEStudy(Study):
     )
     vectorized = ("bandwidth",)
 
-    dim = param.Integer(20, bounds=(2, 128), doc="Dimension d of the data and query points.")
+    dim = param.Integer(
+        20, bounds=(2, 128), label="dimension d", doc="Dimension d of the data and query points."
+    )
     alpha = param.Number(
         0.5,
         bounds=(0.02, 3.0),
-        doc="α = (log n)/d: the sample size is n = round(e^{αd}).",
+        label="α = (log n)/d",
+        doc="α = (log n)/d: the sample size is n = round(e^(αd)).",
     )
     n_queries = param.Integer(
-        200, bounds=(8, 4096), doc="Query points x ~ N(0, I_d) averaged over (KL/d, ⟨Y₂⟩)."
+        200,
+        bounds=(8, 4096),
+        label="query points m",
+        doc="Query points x ~ N(0, I_d) averaged over (KL/d, ⟨Y₂⟩).",
     )
-    seed = param.Integer(0, bounds=(0, None), doc="Seed of the data and the query points.")
+    seed = param.Integer(
+        0, bounds=(0, None), label="seed", doc="Seed of the data and the query points."
+    )
     bandwidth = param.Number(
         1.0,
         bounds=(1e-3, 100.0),
+        label="bandwidth h",
         doc="Kernel bandwidth h of the isotropic Gaussian kernel (standard deviation).",
     )
+
+    #: Size caps checked by :meth:`validate` before any work; fixed (not read from free memory
+    #: at load time), so the same setting is accepted or refused on every visit. At the cap a
+    #: default view needs about 1 GB and tens of seconds: n · d data floats, the (m × n)
+    #: distance table and its sort, and the heavy-tail panel's n × 600 draws (≤ 2^28).
+    MAX_POINTS = 2**18
+    MAX_TABLE_BYTES = 2**29
+
+    def validate(self) -> None:
+        """Refuse sizes over the server's caps before any data is drawn (messages name knobs)."""
+        n = n_points(self.dim, self.alpha)
+        if n > self.MAX_POINTS:
+            raise StudyInputError(
+                f"α = (log n)/d = {self.alpha:g} and dimension d = {self.dim} give "
+                f"n = e^(αd) = {_people(n)} points, over this server's cap of "
+                f"{self.MAX_POINTS:,} points: lower α or d"
+            )
+        table = 8 * n * int(self.n_queries)
+        if table > self.MAX_TABLE_BYTES:
+            raise StudyInputError(
+                f"query points m = {self.n_queries} × n = {n:,} data points need a "
+                f"{table / 2**20:,.0f} MiB distance table, over this server's cap of "
+                f"{self.MAX_TABLE_BYTES / 2**20:,.0f} MiB: lower query points m, α or d"
+            )
 
     # --- shared pieces --------------------------------------------------------------------------
     def sample(self) -> KDEData:
@@ -952,7 +1024,8 @@ class KDEStudy(Study):
             attrs=self._attrs(thr, table.n),
         )
         ds["bandwidth"].attrs["units"] = "same units as the data (N(0, I) scale)"
-        ds["kl_per_dim"].attrs["units"] = "nats per dimension"
+        for name, (units, long_name) in _EVALUATE_ATTRS.items():
+            ds[name].attrs.update(units=units, long_name=long_name)
         return ds
 
     def _attrs(self, thresholds: dict[str, float], n: int) -> dict[str, Any]:
