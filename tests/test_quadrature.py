@@ -488,3 +488,29 @@ def test_interleaved_threads_leave_blas_threads_as_they_were(monkeypatch):
         assert seen == ["B"]  # the interleaving happened
         # read from this thread: OpenBLAS may report a thread's own setting in another thread
         assert blas_threads() == before == [2] * len(before)
+
+
+# --- figures ------------------------------------------------------------------------------------
+def test_you_are_here_marker_is_on_the_n_minus_1_axis():
+    """Issue 8: the N plots use N − 1 on x, so the marker for N sits at N − 1 (at N = 30 it fell
+    off the axis when drawn at N)."""
+    pytest.importorskip("holoviews")
+    from workbench.labs.quadrature import figures
+
+    sweep_ds = quad.error_vs_n("lqr", ["trapezoid"], ns=[2, 10, 30])
+    xs = np.concatenate([np.asarray(el.dimension_values(0)) for el in figures.error_vs_n(sweep_ds)])
+    for n in (2, 10, 30):
+        marker = figures.you_are_here(n)
+        assert marker.data == n - 1
+        assert xs.min() <= marker.data <= xs.max()
+
+
+def test_live_title_names_the_current_setting():
+    pytest.importorskip("holoviews")
+    from workbench.labs.quadrature import figures
+
+    study = quad.QuadratureStudy(n=30, rule="bq", nu=2.5)
+    records = list(study.stream())
+    title = figures.live_title(study.rule_label(), study.n, records)
+    assert "BQ Matérn ν = 5/2, N = 30" in title
+    assert f"{records[-1].weight_error:.2e} after {len(records)} it." in title

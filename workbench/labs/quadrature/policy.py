@@ -77,15 +77,16 @@ def evaluate_policy(system, segment: Segment, quadrature: IntervalRule) -> np.nd
     return np.linalg.pinv(theta) @ integrals
 
 
-def iterate(study: QuadratureStudy) -> Iterator[IterationRecord]:
-    """The PI loop of the brief: evaluate, improve, continue the trajectory.
+def iterate(study: QuadratureStudy, n: int | None = None) -> Iterator[IterationRecord]:
+    """The PI loop of the brief: evaluate, improve, continue the trajectory (at N = ``n``, by
+    default the Study's; a vectorized ``evaluate`` passes each N without copying the Study).
 
     BLAS runs on one thread inside each iteration (every matrix is at most 30 × 30; a
     multi-threaded OpenBLAS busy-waiting on a loaded 2-core machine made the N-sweep 5× slower,
     measured), through the shared reference-counted switch, and never across a ``yield``.
     """
     system = study.make_system()
-    quadrature = study.quadrature()
+    quadrature = study.quadrature(n)
     exact = quadrature.weights is None
     weights = system.initial_weights()
     policy = system.initial_gain if study.system == "lqr" else weights
@@ -119,9 +120,11 @@ def iterate(study: QuadratureStudy) -> Iterator[IterationRecord]:
             return
 
 
-def summary(study: QuadratureStudy, last: IterationRecord) -> dict[str, float | int]:
+def summary(
+    study: QuadratureStudy, last: IterationRecord, n: int | None = None
+) -> dict[str, float | int]:
     """Per-run scalars: final error, iterations, convergence and the rule's own figures."""
-    quadrature = study.quadrature()
+    quadrature = study.quadrature(n)
     return {
         "final_weight_error": float(last.weight_error),
         "n_iterations": int(last.iteration),

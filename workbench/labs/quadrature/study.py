@@ -248,10 +248,7 @@ class QuadratureStudy(Study):
         for value in ns:
             self.quadrature(int(value))
         self._note_fallback([int(v) for v in ns])
-        runs = []
-        for value in ns:
-            single = self.copy_with(n=int(value))
-            runs.append((single, list(policy.iterate(single))))
+        runs = [list(policy.iterate(self, int(value))) for value in ns]
         return _stack_runs(self, ns, runs)
 
     def copy_with(self, **knobs: Any) -> QuadratureStudy:
@@ -276,7 +273,7 @@ def check_ns(ns: Any) -> np.ndarray:
 
 def _stack_runs(study: QuadratureStudy, ns: np.ndarray, runs: list) -> xr.Dataset:
     """Per-N runs as one Dataset over ``n`` (per-iteration arrays padded with NaN)."""
-    iterations = max(len(records) for _, records in runs)
+    iterations = max(len(records) for records in runs)
     system = study.make_system()
     basis, states, nodes = len(system.basis_labels), len(system.state_labels), int(ns.max())
 
@@ -295,19 +292,19 @@ def _stack_runs(study: QuadratureStudy, ns: np.ndarray, runs: list) -> xr.Datase
         out["gain"] = padded((iterations, states))
         out["gain_error"] = padded((iterations,))
     summaries: dict[str, list] = {}
-    for k, (single, records) in enumerate(runs):
+    for k, (n, records) in enumerate(zip(ns.tolist(), runs, strict=True)):
         m = len(records)
         out["weight_error"][k, :m] = [r.weight_error for r in records]
         out["step"][k, :m] = [r.step for r in records]
         out["weights"][k, :m] = [r.weights for r in records]
-        rule = single.quadrature()
-        out["node_offset"][k, : single.n] = rule.offsets
+        rule = study.quadrature(n)
+        out["node_offset"][k, :n] = rule.offsets
         if rule.weights is not None:
-            out["quadrature_weights"][k, : single.n] = rule.weights
+            out["quadrature_weights"][k, :n] = rule.weights
         if lqr:
             out["gain"][k, :m] = [r.gain for r in records]
             out["gain_error"][k, :m] = [r.gain_error for r in records]
-        for name, value in policy.summary(single, records[-1]).items():
+        for name, value in policy.summary(study, records[-1], n).items():
             summaries.setdefault(name, []).append(value)
     dims = {
         "weight_error": ("n", "iteration"),

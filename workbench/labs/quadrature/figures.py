@@ -1,0 +1,283 @@
+"""HoloViews figures of the quadrature lab (one function per figure; notebook and dashboard share
+them). They take the Datasets of :mod:`workbench.labs.quadrature` (a run, the N-sweep, the weights
+table) or the records a live run streams, and draw the measurement with its theory: the exact-
+integral Newton curve under PI, the N^-2 and N^-b lines under the errors, K* and ω* under the gains.
+No maths here beyond presentation: slopes, targets and rules come from the Datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import holoviews as hv
+import numpy as np
+import xarray as xr
+
+from workbench.labs.quadrature.policy import IterationRecord
+from workbench.labs.quadrature.rules import rule_name
+from workbench.plots import FRAMEWISE, PALETTE, THEORY_STYLE, curve_family
+
+#: Plots that share an x axis of N − 1 (what the error-vs-N fits are made against).
+N_AXIS = "N − 1 (sub-intervals per interval)"
+ERROR_AXIS = "‖ωᵢ − ω*‖₂"
+
+
+def _outside_legend(overlay: hv.Overlay, **opts) -> hv.Overlay:
+    """Legends to the right of the axes, so they never cover data."""
+    return overlay.opts(hv.opts.Overlay(legend_position="right", **opts))
+
+
+def policy_iteration(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    reference: xr.Dataset | None = None,
+    floor: float | None = None,
+    max_iter: int | None = None,
+    title: str = "",
+) -> hv.Overlay:
+    """‖ω_i − ω*‖₂ per PI iteration (log y) for each run in ``curves`` (label → (i, error)),
+    with the exact-integral run (``reference``: Newton's quadratic convergence, dashed) and the
+    converged error of the current rule (``floor``, dotted)."""
+    layers = []
+    for k, (label, (its, errs)) in enumerate(curves.items()):
+        its, errs = np.asarray(its, float), np.asarray(errs, float)
+        colour = PALETTE[k % len(PALETTE)]
+        layers += [
+            hv.Curve((its, errs), "PI iteration i", ERROR_AXIS, label=label).opts(color=colour),
+            hv.Scatter((its, errs), "PI iteration i", ERROR_AXIS, label=label).opts(
+                color=colour, size=7
+            ),
+        ]
+    if reference is not None:
+        layers.append(
+            hv.Curve(
+                (reference["iteration"].values, reference["weight_error"].values),
+                "PI iteration i",
+                ERROR_AXIS,
+                label="exact integrals (Newton)",
+            ).opts(color=PALETTE[len(curves) % len(PALETTE)], **THEORY_STYLE)
+        )
+    if floor is not None and np.isfinite(floor) and floor > 0:
+        layers.append(
+            hv.HLine(float(floor), label=f"converged error {floor:.2e}").opts(
+                color="grey", line_dash="dotted"
+            )
+        )
+    last = max_iter or max((len(its) for its, _ in curves.values()), default=1)
+    return _outside_legend(
+        hv.Overlay(layers),
+        logy=True,
+        title=title,
+        xlabel="PI iteration i",
+        ylabel=ERROR_AXIS,
+        xlim=(0.5, max(6, last) + 0.5),
+        ylim=(1e-12, 1e2),
+        responsive=True,
+        min_height=300,
+        show_grid=True,
+    )
+
+
+def live_title(rule_label: str, n: int, records: Sequence[IterationRecord]) -> str:
+    """The live PI panel's title: the rule, N and where the run stands (never stale)."""
+    title = f"PI live: {rule_name(rule_label)}, N = {n}"
+    if records:
+        last = records[-1]
+        state = "converged" if last.converged else "running"
+        title += f": {last.weight_error:.2e} after {last.iteration} it. ({state})"
+    return title
+
+
+def records_curve(records: Sequence[IterationRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, errors) of streamed records, for :func:`policy_iteration`."""
+    return (
+        np.array([r.iteration for r in records], dtype=float),
+        np.array([r.weight_error for r in records], dtype=float),
+    )
+
+
+def error_vs_n(sweep: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
+    """Converged ‖ω̂ − ω*‖₂ against N − 1 (log–log) per rule, the slope fitted by the library
+    (over its fit range) in each legend label, and dashed theory lines N^-b for each rule's
+    order b, anchored at the first fitted point of the first rule with that order."""
+    x = sweep["n"].values - 1
+    curves, theory = {}, {}
+    fit = (sweep["n"] >= sweep.attrs["fit_min_n"]).values
+    for label in sweep["rule"].values:
+        row = sweep.sel(rule=label)
+        name = f"{rule_name(str(label))} (slope {float(row['slope']):+.2f})"
+        curves[name] = row["weight_error"].values
+        order = float(row["theory_order"])
+        key = f"(N−1)^-{order:g}" if order != 2 else "(N−1)⁻²"
+        if np.isfinite(order) and key not in theory:
+            errors = row["weight_error"].values
+            first = int(np.flatnonzero(fit & np.isfinite(errors) & (errors > 0))[0])
+            theory[key] = (x, errors[first] * (x / x[first]) ** -order)
+    if title is None:
+        title = (
+            f"Error vs N ({sweep.attrs['system']}; slopes fitted for N = "
+            f"{sweep.attrs['fit_min_n']}..{sweep.attrs['fit_max_n']})"
+        )
+    overlay = curve_family(
+        x,
+        curves,
+        theory=theory,
+        xlabel=N_AXIS,
+        ylabel="converged ‖ω̂ − ω*‖₂",
+        logx=True,
+        logy=True,
+        title=title,
+    )
+    return _outside_legend(overlay)
+
+
+def you_are_here(n: int) -> hv.VLine:
+    """The "you are here" marker of the N plots, at x = N − 1 (their axis), not at N."""
+    return hv.VLine(float(n) - 1.0).opts(color="black", line_dash="dotted", line_width=2)
+
+
+def worst_case_error(table: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
+    """The worst-case error e(w) against N − 1 (log–log).
+
+    ``table`` is the N-sweep (:func:`~workbench.labs.quadrature.error_vs_n`: its BQ rows and the
+    trapezoid row, whose e(w) is measured in the Study kernel's RKHS) or a
+    :func:`~workbench.labs.quadrature.worst_case_errors` table (over ``kernel``).
+    """
+    x = table["n"].values - 1
+    curves = {}
+    if "kernel" in table.dims:
+        for kernel in table["kernel"].values:
+            name = "BQ Wiener" if kernel == "wiener" else f"BQ Matérn ν = {kernel[7:]}"
+            curves[name] = table["worst_case_error"].sel(kernel=kernel).values
+        if "trapezoid_worst_case_error" in table:
+            last = str(table["kernel"].values[-1])
+            curves[f"trapezoid (in the {last} RKHS)"] = (
+                table["trapezoid_worst_case_error"].sel(kernel=last).values
+            )
+        default = f"Worst-case error, ℓ = {table.attrs['lengthscale']:g}"
+    else:
+        for label in table["rule"].values:
+            if str(label) != "exact":
+                curves[rule_name(str(label))] = table["worst_case_error"].sel(rule=label).values
+        default = f"Worst-case error, ℓ = {table.attrs['lengthscale']:g}"
+    default += f", jitter = {table.attrs['jitter']:g}"
+    overlay = curve_family(
+        x,
+        curves,
+        xlabel="N − 1",
+        ylabel="worst-case error e(w)",
+        logx=True,
+        logy=True,
+        title=title or default,
+    )
+    return _outside_legend(overlay)
+
+
+def quadrature_weights(table: xr.Dataset) -> hv.Overlay:
+    """The weights w_n on one interval: trapezoid and BQ (from
+    :func:`~workbench.labs.quadrature.weights_comparison`), with BQ's Σw − T and e(w) in the
+    title."""
+    t = table["node_time"].values
+    curves = {rule_name(str(r)): table["weights"].sel(rule=r).values for r in table["rule"].values}
+    bq = table.sel(rule=table["rule"].values[-1])
+    title = (
+        f"Weights on [0, T], N = {table.sizes['node']}: BQ Σw − T = "
+        f"{float(bq['weight_sum_bias']):+.1e}, e(w) = {float(bq['worst_case_error']):.1e}"
+    )
+    overlay = curve_family(t, curves, xlabel="node time t (s)", ylabel="weight wₙ", title=title)
+    return _outside_legend(overlay)
+
+
+def trajectory(
+    times: np.ndarray, states: np.ndarray, labels: Sequence[str], *, title: str = ""
+) -> hv.Overlay:
+    """The closed-loop states along the samples PI used (every iteration, one after another)."""
+    curves = {str(name): states[:, j] for j, name in enumerate(labels)} if states.size else {}
+    overlay = curve_family(
+        times,
+        curves,
+        xlabel="time t (s)",
+        ylabel="state",
+        markers=False,
+        title=title or "Closed-loop trajectory sampled by each iteration",
+    )
+    return _outside_legend(overlay)
+
+
+def records_trajectory(records: Sequence[IterationRecord], labels: Sequence[str]) -> hv.Overlay:
+    """:func:`trajectory` of streamed records."""
+    if not records:
+        return trajectory(np.empty(0), np.empty((0, len(labels))), labels)
+    times = np.concatenate([r.times for r in records])
+    states = np.concatenate([r.states for r in records])
+    return trajectory(times, states, labels)
+
+
+def gains(
+    values: np.ndarray,
+    target: np.ndarray,
+    *,
+    name: str,
+    max_iter: int | None = None,
+    title: str = "",
+) -> hv.Overlay:
+    """K_i approaching the Riccati K* (LQR) or ω_i approaching ω* (sin): one line per entry, the
+    target as a dashed line of the same colour."""
+    values = np.atleast_2d(np.asarray(values, float))
+    its = np.arange(1, values.shape[0] + 1)
+    span = np.array([0.5, max(6, max_iter or values.shape[0]) + 0.5])
+    layers = []
+    for j in range(target.size):
+        colour = PALETTE[j % len(PALETTE)]
+        y = values[:, j] if values.size else np.empty(0)
+        layers += [
+            hv.Curve((its[: y.size], y), "PI iteration i", f"{name}ᵢ", label=f"{name}{j + 1}").opts(
+                color=colour, **FRAMEWISE
+            ),
+            hv.Curve(
+                (span, np.full(2, target[j])),
+                "PI iteration i",
+                f"{name}ᵢ",
+                label=f"{name}*{j + 1} = {target[j]:.4f}",
+            ).opts(color=colour, **THEORY_STYLE, **FRAMEWISE),
+        ]
+    return _outside_legend(
+        hv.Overlay(layers),
+        title=title,
+        xlabel="PI iteration i",
+        ylabel=f"{name}ᵢ",
+        responsive=True,
+        min_height=300,
+        show_grid=True,
+    )
+
+
+def records_gains(
+    records: Sequence[IterationRecord], run: xr.Dataset, max_iter: int | None = None
+) -> hv.Overlay:
+    """:func:`gains` of streamed records: K_i vs K* when ``run`` has ``optimal_gain`` (the LQR),
+    else ω_i vs ω* (targets read from ``run``, a Dataset of the same system)."""
+    if "optimal_gain" in run:
+        rows = [np.ravel(r.gain) for r in records if r.gain is not None]
+        target, name = run["optimal_gain"].values, "K"
+        title = "Gain Kᵢ approaching the Riccati K*"
+    else:
+        rows = [np.ravel(r.weights) for r in records]
+        target, name = run["optimal_weights"].values, "ω"
+        title = "Weights ωᵢ approaching ω* (V* = ½x₁² + x₂²)"
+    values = np.array(rows) if rows else np.empty((0, target.size))
+    return gains(values, target, name=name, max_iter=max_iter, title=title)
+
+
+def samples_and_reference(
+    t: np.ndarray, y: np.ndarray, t_ref: np.ndarray, y_ref: np.ndarray, *, ylabel: str, title: str
+) -> hv.Overlay:
+    """Sampled values (markers) over a densely sampled reference (dashed)."""
+    return curve_family(
+        t,
+        {"samples": y},
+        theory={"dense reference": (t_ref, y_ref)},
+        xlabel="time t (s)",
+        ylabel=ylabel,
+        title=title,
+    )
