@@ -491,12 +491,19 @@ def test_interleaved_threads_leave_blas_threads_as_they_were(monkeypatch):
 
 
 # --- figures ------------------------------------------------------------------------------------
-def test_you_are_here_marker_is_on_the_n_minus_1_axis():
-    """Issue 8: the N plots use N − 1 on x, so the marker for N sits at N − 1 (at N = 30 it fell
-    off the axis when drawn at N)."""
+@pytest.fixture
+def figures():
     pytest.importorskip("holoviews")
+    import holoviews.plotting.bokeh  # noqa: F401 - figures set Bokeh options
+
     from workbench.labs.quadrature import figures
 
+    return figures
+
+
+def test_you_are_here_marker_is_on_the_n_minus_1_axis(figures):
+    """Issue 8: the N plots use N − 1 on x, so the marker for N sits at N − 1 (at N = 30 it fell
+    off the axis when drawn at N)."""
     sweep_ds = quad.error_vs_n("lqr", ["trapezoid"], ns=[2, 10, 30])
     xs = np.concatenate([np.asarray(el.dimension_values(0)) for el in figures.error_vs_n(sweep_ds)])
     for n in (2, 10, 30):
@@ -505,10 +512,7 @@ def test_you_are_here_marker_is_on_the_n_minus_1_axis():
         assert xs.min() <= marker.data <= xs.max()
 
 
-def test_live_title_names_the_current_setting():
-    pytest.importorskip("holoviews")
-    from workbench.labs.quadrature import figures
-
+def test_live_title_names_the_current_setting(figures):
     study = quad.QuadratureStudy(n=30, rule="bq", nu=2.5)
     records = list(study.stream())
     title = figures.live_title(study.rule_label(), study.n, records)
