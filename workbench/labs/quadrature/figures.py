@@ -24,7 +24,7 @@ ERROR_AXIS = "‖ωᵢ − ω*‖₂"
 
 def _outside_legend(overlay: hv.Overlay, **opts) -> hv.Overlay:
     """Legends to the right of the axes, so they never cover data."""
-    return overlay.opts(hv.opts.Overlay(legend_position="right", **opts))
+    return overlay.opts(legend_position="right", **opts)
 
 
 def policy_iteration(
