@@ -1,0 +1,97 @@
+"""Criticality dashboard: server-side (the page built as a session would) and one real browser test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("panel")
+
+from apps import lab_app  # noqa: E402
+from apps.criticality import CriticalityDashboard  # noqa: E402
+from workbench.labs import criticality as cr  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dash():
+    d = CriticalityDashboard()
+    d.page()
+    return d
+
+
+def test_widgets_come_from_the_study(dash):
+    for name, widget in dash.widgets.items():
+        span = lab_app.widget_range(widget)
+        if span is not None:
+            lo, hi = dash.study.param[name].bounds
+            assert lo <= span[0] and span[1] <= hi, name
+    assert lab_app.widget_range(dash.widgets["cw"]) == (0.05, 4.0)
+    assert dash.widgets["activation"].options["ReLU"] == "relu"
+
+
+def test_the_flows_match_the_library(dash):
+    np.testing.assert_allclose(
+        dash.flows.kernel.values, cr.kernel_flow("tanh", 1.0, 0.0, 50, 1.0), rtol=1e-14
+    )
+    assert dash.result["phase"].chi1.shape == (200, 200)
+
+
+def test_depth_is_cheap_and_redraws_only_the_flows(dash):
+    mc_result, kernel_pane = dash.result["mc"], dash.panes["kernel"]
+    assert dash.request({"depth": 120})
+    assert dash.result["mc"] is mc_result  # no new Monte-Carlo
+    assert dash.panes["kernel"] is kernel_pane and dash.flows.sizes["layer"] == 121
+    assert dash.request({"depth": 50})
+
+
+def test_cw_recomputes_the_monte_carlo_and_moves_the_marker(dash):
+    assert dash.request({"activation": "relu", "cw": 2.0})
+    mc = dash.result["mc"]
+    assert mc.attrs["cw"] == 2.0 and np.all(np.isfinite(mc.kurtosis_exact))
+    np.testing.assert_allclose(dash.flows.kernel.values[1:], 2.0)
+    assert dash.request({"activation": "tanh", "cw": 1.0})
+
+
+def test_a_click_on_the_phase_diagram_moves_the_knobs(dash):
+    dash._on_tap(x=0.1234, y=2.5)
+    assert (dash.study.cb, dash.study.cw) == (0.123, 2.5)
+    assert dash.widgets["cw"].value == 2.5
+    assert dash.request({"cb": 0.0, "cw": 1.0})
+
+
+def test_an_oversized_monte_carlo_is_refused_and_snaps_back(dash):
+    before = dash.study.values()
+    assert not dash.request({"networks": 50_000, "width": 256})
+    assert dash.study.values() == before
+    assert "networks" in dash.status.alert.object
+
+
+def test_links_apply_and_refuse_out_of_range_values():
+    d = CriticalityDashboard(query={"activation": "relu", "cw": "2.0", "depth": "20"})
+    assert (d.study.activation, d.study.cw, d.study.depth) == ("relu", 2.0, 20)
+    assert d.flows.sizes["layer"] == 21
+    bad = CriticalityDashboard(query={"cw": "-3"})
+    assert bad.study.cw == 1.0 and bad._refused_link == ["cw"]
+
+
+def test_export_writes_flows_and_monte_carlo(tmp_path, dash):
+    path = tmp_path / "criticality.nc"
+    ds = dash.dataset()
+    assert {"kernel", "kurtosis_mc", "samples"} <= set(ds.data_vars)
+    ds.to_netcdf(path, engine="h5netcdf")
+    assert path.stat().st_size > 0
+
+
+@pytest.mark.ui
+def test_browser_cw_slider_redraws_and_updates_the_link(page, server_url):
+    from tests.browser import plot_signature, press_slider, serious, wait_for_plots, wait_for_redraw
+
+    page.goto(server_url + "/criticality")
+    wait_for_plots(page, 6)
+    before = plot_signature(page)
+    # sliders in declaration order: C_W first (activation is a select)
+    press_slider(page, 0, "ArrowRight", 5)  # C_W: 1.00 -> 1.05
+    wait_for_redraw(page, before)
+    page.wait_for_function("() => window.location.search.includes('cw=1.05')", timeout=60_000)
+    assert "Traceback" not in page.content()
+    assert not serious(page.console_errors), page.console_errors
