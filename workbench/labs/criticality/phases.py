@@ -30,10 +30,11 @@ REGIMES = ("ordered (χ₁ < 1)", "chaotic (χ₁ > 1)", "K diverges")
 
 
 @functools.cache
-def _table(activation: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    q = np.concatenate([[0.0], np.geomspace(1e-8, Q_MAX, 1500)])
+def _table(activation: str) -> tuple[np.ndarray, ...]:
+    """q, ⟨σ²⟩_q, ⟨σ'²⟩_q, d⟨σ²⟩/dq on a fine q grid (computed once per activation)."""
+    q = np.concatenate([[0.0], np.geomspace(1e-8, Q_MAX, 3000)])
     m = gauss_moments(activation, q, nodes=301)
-    return q, m["s2"], m["d2"]
+    return q, m["s2"], m["d2"], m["dk"]
 
 
 def phase_diagram(
@@ -46,7 +47,7 @@ def phase_diagram(
     key = check_activation(activation)
     cb = np.linspace(*cb_range, points)
     cw = np.linspace(*cw_range, points)
-    q, s2, d2 = _table(key)
+    q, s2, d2, _ = _table(key)
     g = q[None, :] - cw[:, None] * s2[None, :]  # (cw, q)
     start = np.argmin(g, axis=1)  # g increases beyond its minimum: the stable branch
     lo = np.broadcast_to(start[:, None], (points, points)).copy()  # (cw, cb)
@@ -106,9 +107,8 @@ def critical_line_curve(activation: str, cb_range=(0.0, 0.5), points: int = 400)
     if key in SCALE_INVARIANT:
         cw = 1.0 / float(gauss_moments(key, 1.0)["d2"])
         return np.array(cb_range, float), np.array([cw, cw])
-    q = np.concatenate([[0.0], np.geomspace(1e-8, Q_MAX, 4000)])
-    m = gauss_moments(key, q, nodes=301)
-    cw = 1.0 / m["d2"]
-    cb = q - cw * m["s2"]
-    keep = (cb >= cb_range[0] - 1e-12) & (cb <= cb_range[1]) & (cw * m["dk"] < 1 + 1e-9)
+    q, s2, d2, dk = _table(key)
+    cw = 1.0 / d2
+    cb = q - cw * s2
+    keep = (cb >= cb_range[0] - 1e-12) & (cb <= cb_range[1]) & (cw * dk < 1 + 1e-9)
     return cb[keep], cw[keep]
