@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import SIGNATURE, plot_signature, serious, wait_for_plots
+from tests.browser import plot_signature, serious, wait_for_plots
 from workbench.labs import registry
 
 pytestmark = pytest.mark.ui
@@ -32,19 +32,3 @@ def test_landing_page_lists_every_lab(page, server_url):
         link.wait_for(timeout=30_000)
         assert link.get_attribute("href").rstrip("/").endswith(info.name)
     assert not _serious(page.console_errors)
-
-
-def test_quadrature_n_slider_redraws_plots(page, server_url):
-    page.goto(server_url + "/quadrature")
-    _wait_for_plots(page, 6)
-    page.wait_for_timeout(3000)  # the first policy-iteration run streams in over ~1 s
-    assert not _serious(page.console_errors), page.console_errors
-    before = _plot_signature(page)
-    handle = page.locator(".noUi-handle").first  # the N slider is the first slider
-    handle.focus()
-    for _ in range(5):
-        handle.press("ArrowLeft")
-    page.mouse.click(5, 5)
-    page.wait_for_function(f"(before) => ({SIGNATURE})() !== before", arg=before, timeout=60_000)
-    page.wait_for_function("() => window.location.search.includes('n=5')", timeout=30_000)
-    assert not _serious(page.console_errors), page.console_errors

@@ -192,7 +192,8 @@ def trajectory(
     times: np.ndarray, states: np.ndarray, labels: Sequence[str], *, title: str = ""
 ) -> hv.Overlay:
     """The closed-loop states along the samples PI used (every iteration, one after another)."""
-    curves = {str(name): states[:, j] for j, name in enumerate(labels)} if states.size else {}
+    states = np.asarray(states, float).reshape(len(times), len(labels))
+    curves = {str(name): states[:, j] for j, name in enumerate(labels)}
     overlay = curve_family(
         times,
         curves,
