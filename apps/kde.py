@@ -17,10 +17,9 @@ import numpy as np
 import panel as pn
 
 from apps import shell
-from apps.lab_app import LabDashboard, parse_value
+from apps.lab_app import LabDashboard
 from workbench.labs import kde
 from workbench.labs import kde_figures as figs
-from workbench.study import StudyInputError
 
 #: Bandwidth slider stops: the old log-spaced stops (links made with them still land on a stop)
 #: plus the default h = 1, so slider and plots agree at start.
@@ -167,21 +166,6 @@ class KDEDashboard(LabDashboard):
             row(p["heavy_tail"], p["slice"]),
             sizing_mode="stretch_width",
         )
-
-    def _apply_link(self, query):
-        """Apply a link's knobs together first: ``?dim=100&alpha=0.1`` is valid as a pair although
-        d = 100 alone (with the default α) is over the size cap. The base applies knob by knob."""
-        try:
-            values = {
-                name: parse_value(self.study, name, query[name], self._link_limit(name))
-                for name in self.study.knob_names()
-                if name in query
-            }
-            self.study.checked_update(**values)
-        except StudyInputError:
-            super()._apply_link(query)  # one knob at a time, each refusal with its message
-            return
-        self.sync_widgets()
 
     # --- the bandwidth player -----------------------------------------------------------------
     def knob_widgets(self):

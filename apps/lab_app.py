@@ -143,9 +143,7 @@ def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
         if widget_type is pn.widgets.DiscreteSlider:
             options = [v for v in override.pop("options") if _within(p, v)]
             kwargs["options"] = options
-            kwargs["value"] = min(
-                options, key=lambda v: abs(math.log(v / value)) if value > 0 else v
-            )
+            kwargs["value"] = min(options, key=lambda v: _stop_distance(v, value))
         elif lo is None or hi is None:
             widget_type = widget_type or (pn.widgets.IntInput if integer else pn.widgets.FloatInput)
             kwargs.update({"start": p.bounds[0] if p.bounds else None})
@@ -169,6 +167,14 @@ def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
     if "description" in widget_type.param and p.doc:
         kwargs.setdefault("description", p.doc)
     return widget_type(**kwargs)
+
+
+def _stop_distance(stop: float, value: float) -> float:
+    """Distance between slider stops: on a log scale where both are positive, else linear
+    (a stop of 0, e.g. "no jitter", must not crash the log)."""
+    if stop > 0 and value > 0:
+        return abs(math.log(stop / value))
+    return abs(stop - value)
 
 
 def _widget_range(p: param.Parameter) -> tuple[Any, Any]:
@@ -404,7 +410,11 @@ class LabDashboard:
         with param.parameterized.discard_events(self.study):
             self.study.param.update(**self._last_good)
         self.sync_widgets()
+        self.on_restored()
         self.write_link()
+
+    def on_restored(self) -> None:
+        """Hook: the knobs went back to the last good values (snap back widgets of your own)."""
 
     # --- heavy work off the event loop --------------------------------------------------------
     def _snapshot(self) -> Study:
@@ -537,6 +547,8 @@ class LabDashboard:
                     break
                 if item is done:
                     finished = True
+                elif isinstance(item, _Failure) and isinstance(item.error, StudyInputError):
+                    self.status.warn(str(item.error))
                 elif isinstance(item, _Failure):
                     log.error("stream failed", exc_info=item.error)
                     self.status.error("the live computation failed (details in the server log)")
@@ -569,19 +581,29 @@ class LabDashboard:
     def _apply_link(self, query: dict[str, str]) -> None:
         """Apply ``?knob=value`` text; each bad value is refused with a message, the rest apply."""
         messages = []
+        together = {}
+        for name in self.study.knob_names():
+            if name in query:
+                try:
+                    together[name] = self._snap(
+                        name, parse_value(self.study, name, query[name], self._link_limit(name))
+                    )
+                except StudyInputError:
+                    together = {}
+                    break
+        try:
+            # Knobs that are only valid together (d = 100 with α = 0.1) apply in one step.
+            if together:
+                self.study.checked_update(**together)
+                query = {}
+        except StudyInputError:
+            pass
         for name in self.study.knob_names():
             if name not in query:
                 continue
             try:
                 value = parse_value(self.study, name, query[name], self._link_limit(name))
-                widget = self.widgets.get(name)
-                if isinstance(widget, pn.widgets.DiscreteSlider) and isinstance(
-                    self.study.param[name], param.Integer
-                ):
-                    # A whole-number knob shown on fixed stops (N = 2^k): take the nearest stop,
-                    # so widget, plots and URL agree.
-                    value = min(widget.options, key=lambda v: abs(v - value))
-                self.study.checked_update(**{name: value})
+                self.study.checked_update(**{name: self._snap(name, value)})
             except StudyInputError as exc:
                 messages.append(str(exc))
                 self._refused_link.append(name)
@@ -606,6 +628,16 @@ class LabDashboard:
             if len(text) <= self._link_limit(name):
                 out[name] = text
         return out
+
+    def _snap(self, name: str, value: Any) -> Any:
+        """A whole-number knob shown on fixed stops (N = 2^k) takes the nearest stop from a
+        link, so widget, plots and URL agree."""
+        widget = self.widgets.get(name)
+        if isinstance(widget, pn.widgets.DiscreteSlider) and isinstance(
+            self.study.param[name], param.Integer
+        ):
+            return min(widget.options, key=lambda v: abs(v - value))
+        return value
 
     def write_link(self) -> None:
         """The current knobs in the URL (clean text), so the view can be shared by its link."""
