@@ -1,12 +1,13 @@
 """A toy Study importable by Dask workers and subprocesses (sweep and executor tests).
 
-Each evaluation appends a line to ``$SWEEP_TOY_LOG`` (when set), so tests can count exactly which
-points ran, and sleeps ``$SWEEP_TOY_SLEEP`` seconds so a test can act mid-sweep.
+Its knobs ``sleep`` (seconds per evaluation, so a test can act mid-sweep) and ``log`` (a file that
+gets one line ``a,b`` per evaluation, so a test can count exactly which points ran) travel with
+every task, so they reach worker processes, restarted ones included, without any environment
+set-up. Neither changes the result.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -20,14 +21,24 @@ class SlowProduct(Study):
     lab = "sweep-toy"
     a = param.Number(1.0, bounds=(0, 100), label="a")
     b = param.Integer(1, bounds=(0, 100), label="b")
+    sleep = param.Number(0.0, bounds=(0, 5), label="seconds per evaluation")
+    log = param.String("", label="evaluation log file")
 
     def evaluate(self) -> xr.Dataset:
-        log = os.environ.get("SWEEP_TOY_LOG")
-        if log:
-            with open(log, "a") as fh:
-                fh.write(f"{self.a},{self.b}\n")
-        time.sleep(float(os.environ.get("SWEEP_TOY_SLEEP", "0")))
+        if self.log:
+            with open(self.log, "a") as fh:  # one short append per line: atomic on POSIX
+                fh.write(f"{self.a:g},{self.b}\n")
+        time.sleep(self.sleep)
         ds = xr.Dataset({"y": ((), float(self.a * self.b)), "z": (("k",), np.arange(3.0) * self.b)})
         ds["y"].attrs["units"] = "1"
         ds["z"].attrs["units"] = "1"
         return ds
+
+
+def evaluations(log) -> list[tuple[float, int]]:
+    """The ``(a, b)`` points logged so far, in order."""
+    try:
+        text = open(log).read()
+    except FileNotFoundError:
+        return []
+    return [(float(a), int(b)) for a, b in (line.split(",") for line in text.splitlines())]

@@ -8,7 +8,11 @@ Panel is imported only inside ``serve`` so the other commands stay fast.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.labs import registry, study_class
@@ -35,6 +39,36 @@ def _parse_sets(items: list[str]) -> dict[str, list]:
     return grid
 
 
+@contextmanager
+def _ctrl_c_stops_at_the_next_point() -> Iterator[Callable[[int, int], None]]:
+    """Make Ctrl-C stop a sweep even when Python swallows the KeyboardInterrupt.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be; inside a weakref
+    callback or a ``__del__`` (xarray, h5py and Dask all run some) it is printed as "Exception
+    ignored" and lost, and the sweep would run to its end. The handler also records the
+    signal, and the progress callback it yields raises KeyboardInterrupt again from the sweep's
+    own loop at the next finished point.
+    """
+    interrupted = threading.Event()
+
+    def on_sigint(_signum, _frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    def progress(_done: int, _total: int) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield progress  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield progress
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench import sweep
 
@@ -47,18 +81,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in {".nc", ".csv"}:
         raise StudyInputError(f"--out must end in .nc or .csv, got {out.name!r}")
-    kwargs = dict(
-        cache_dir=args.cache_dir,
-        use_cache=not args.no_cache,
-        show_progress=None if not args.quiet else False,
-    )
-    if args.scheduler:
-        from workbench.executors import DaskExecutor
+    from workbench.executors import resolve_scheduler
 
-        with DaskExecutor(args.scheduler) as executor:
-            ds = sweep.run(study, grid, executor=executor, **kwargs)
-    else:
-        ds = sweep.run(study, grid, **kwargs)
+    scheduler = resolve_scheduler(args.scheduler)  # --scheduler, else $DASK_SCHEDULER_ADDRESS
+    with _ctrl_c_stops_at_the_next_point() as progress:
+        kwargs = dict(
+            cache_dir=args.cache_dir,
+            use_cache=not args.no_cache,
+            show_progress=None if not args.quiet else False,
+            progress=progress,
+        )
+        if scheduler:
+            from workbench.executors import DaskExecutor
+
+            if not args.quiet:
+                print(f"workbench: sweeping on Dask ({scheduler})", file=sys.stderr)
+            # The with-block closes the client (the scheduler drops its queued work) and stops
+            # a LocalCluster it started, on Ctrl-C as on success.
+            with DaskExecutor(scheduler) as executor:
+                ds = sweep.run(study, grid, executor=executor, **kwargs)
+        else:
+            ds = sweep.run(study, grid, **kwargs)
     if out.suffix.lower() == ".nc":
         sweep.to_netcdf(ds, out)
     else:
@@ -122,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--scheduler",
         default=None,
-        help="run on Dask: 'local' starts a LocalCluster, tcp://host:8786 uses a running "
-        "scheduler (default: in this process; DASK_SCHEDULER_ADDRESS is read when given 'env')",
+        metavar="tcp://HOST:PORT|local",
+        help="run on Dask: tcp://host:8786 uses a running scheduler, 'local' starts a "
+        "LocalCluster of 2 worker processes (default: $DASK_SCHEDULER_ADDRESS if set, "
+        "else in this process)",
     )
     sw.set_defaults(func=cmd_sweep)
 

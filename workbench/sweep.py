@@ -6,8 +6,10 @@ under a key of (lab, every parameter value, code version), each written atomical
 interrupted sweep resumes where it stopped. Parameters the Study lists in ``vectorized`` are
 evaluated in one call per combination of the other parameters (one GEMM for all bandwidths).
 
-Executors are a small interface (``map(fn, tasks)`` yielding results as they finish): in-process
-by default; anything with the same method (e.g. a Dask client wrapper) can be passed.
+Executors are a small interface (``map_unordered(fn, tasks)`` yielding ``(task_index, result)``
+pairs as tasks finish): in-process by default, Dask in :mod:`workbench.executors`; anything with
+the same method can be passed. Results are cached by this process as they arrive, so an executor
+that loses a worker, or a sweep killed outright, loses no finished point.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def run(
         ``{"bandwidth": [0.5, 1.0]}`` (Cartesian product over keys, dims in key order) or a list
         of point dicts (then the result has a ``point`` dim with each parameter as a coordinate).
     executor
-        Anything with ``map(fn, tasks)``; defaults to :class:`InProcessExecutor`.
+        Anything with ``map_unordered(fn, tasks)`` (see :class:`Executor`); defaults to
+        :class:`InProcessExecutor`; :class:`workbench.executors.DaskExecutor` runs on Dask.
     cache_dir, use_cache
         Where finished points are stored (default :func:`default_cache_dir`).
     progress
@@ -194,8 +197,9 @@ def run(
     if progress:
         progress(done, total)
     executor = executor or InProcessExecutor()
+    finished = executor.map_unordered(_evaluate_task, tasks)
     try:
-        for index, ds in executor.map_unordered(_evaluate_task, tasks):
+        for index, ds in finished:
             members = task_members[index]
             for j, i in enumerate(members):
                 point_ds = ds.isel({vec_name: j}) if vec_name else ds
@@ -208,6 +212,11 @@ def run(
             if progress:
                 progress(done, total)
     finally:
+        # Close the executor's stream now, not when the garbage collector gets to it: on Ctrl-C
+        # or an error a Dask executor cancels the work still queued on the cluster.
+        close = getattr(finished, "close", None)
+        if close is not None:
+            close()
         if bar is not None:
             bar.close()
     return _assemble(results, points, names, shape, lab, version)
