@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -87,16 +88,35 @@ def _write_atomically(ds: xr.Dataset, path: Path) -> None:
         raise
 
 
+def _axis(values: Any) -> list[Any]:
+    """One swept knob's values: a list, tuple, range or 1-D array lists them; anything else
+    (a number, a string) is a single value. Elements are kept whole, so a knob whose values are
+    tuples is swept over ``[(0, 0, 0), (1, 1, 1)]`` (``np.asarray`` would split them)."""
+    if isinstance(values, np.ndarray):
+        return list(values) if values.ndim else [values.item()]
+    if isinstance(values, list | tuple | range):
+        return list(values)
+    return [values]
+
+
 def _grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]):
     """(swept names, list of point dicts, nested shape or None for an explicit list)."""
     if isinstance(grid, Mapping):
         names = list(grid)
-        axes = [list(np.atleast_1d(np.asarray(grid[n], dtype=object))) for n in names]
+        axes = [_axis(grid[n]) for n in names]
         if any(len(a) == 0 for a in axes):
             raise StudyInputError("every swept parameter needs at least one value")
+        size = math.prod(len(a) for a in axes)
+        if size > MAX_POINTS:  # refuse before building the product (10^9 dicts would not fit)
+            raise StudyInputError(
+                f"the grid has {size:,} points ({' × '.join(str(len(a)) for a in axes)}); "
+                f"a sweep is capped at {MAX_POINTS:,} points"
+            )
         points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
         return names, points, [len(a) for a in axes]
-    points = [dict(p) for p in grid]
+    points = [dict(p) for p in itertools.islice(grid, MAX_POINTS + 1)]
+    if len(points) > MAX_POINTS:
+        raise StudyInputError(f"more than {MAX_POINTS:,} points given; a sweep is capped there")
     if not points:
         raise StudyInputError("the list of points is empty")
     names = sorted({k for p in points for k in p})
@@ -141,9 +161,7 @@ def run(
     show_progress
         tqdm bar; default: only when stderr is a terminal.
     """
-    names, points, shape = _grid_points(grid)
-    if len(points) > MAX_POINTS:
-        raise StudyInputError(f"{len(points)} points requested; a sweep is capped at {MAX_POINTS}")
+    names, points, shape = _grid_points(grid)  # refuses more than MAX_POINTS points
     base = study.values()
     full_points = []
     for p in points:
