@@ -23,12 +23,15 @@ class SlowProduct(Study):
     b = param.Integer(1, bounds=(0, 100), label="b")
     sleep = param.Number(0.0, bounds=(0, 5), label="seconds per evaluation")
     log = param.String("", label="evaluation log file")
+    fail_at = param.Number(-1.0, label="a value of a that raises")
 
     def evaluate(self) -> xr.Dataset:
         if self.log:
             with open(self.log, "a") as fh:  # one short append per line: atomic on POSIX
                 fh.write(f"{self.a:g},{self.b}\n")
         time.sleep(self.sleep)
+        if self.a == self.fail_at:
+            raise RuntimeError(f"toy failure at a={self.a:g}")
         ds = xr.Dataset({"y": ((), float(self.a * self.b)), "z": (("k",), np.arange(3.0) * self.b)})
         ds["y"].attrs["units"] = "1"
         ds["z"].attrs["units"] = "1"

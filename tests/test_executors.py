@@ -109,6 +109,46 @@ def _kill(client, worker: str) -> None:
         pass
 
 
+def _assert_cluster_goes_idle(executor, log) -> None:
+    """The scheduler drops every task and no evaluation starts any more."""
+    scheduler = executor.cluster.scheduler
+    _wait_for(lambda: not scheduler.tasks, 10, "the scheduler to drop the sweep's tasks")
+    time.sleep(0.5)  # longer than one point (0.3 s): a cancelled batch stops after it
+    started = len(evaluations(log))
+    time.sleep(0.5)
+    assert len(evaluations(log)) == started
+
+
+def test_a_failing_task_stops_the_sweep_and_cancels_the_rest(executor, tmp_path):
+    study = SlowProduct(sleep=0.3, log=str(tmp_path / "evaluations.log"), fail_at=1.0)
+    grid = {"a": [1.0, 2.0, 3.0, 4.0], "b": [1, 2, 3, 4, 5]}  # 20 tasks: batches of 3
+    with pytest.raises(RuntimeError, match="toy failure at a=1"):
+        sweep.run(study, grid, cache_dir=tmp_path, executor=executor)
+    _assert_cluster_goes_idle(executor, study.log)
+    assert len(evaluations(study.log)) < 20  # the rest of the grid was never run
+
+
+def test_a_recorded_ctrl_c_stops_the_sweep_even_if_python_swallowed_it(executor, tmp_path):
+    """The CLI's SIGINT handler records Ctrl-C in an event; if the KeyboardInterrupt itself was
+    lost (raised inside a weakref callback), the executor still stops on the event."""
+    study = SlowProduct(sleep=0.3, log=str(tmp_path / "evaluations.log"))
+    grid = {"a": [1.0, 2.0, 3.0, 4.0], "b": [1, 2, 3, 4, 5]}
+    executor.interrupt = threading.Event()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sweep.run(
+                study,
+                grid,
+                cache_dir=tmp_path,
+                executor=executor,
+                progress=lambda done, _total: done and executor.interrupt.set(),
+            )
+    finally:
+        executor.interrupt = None
+    _assert_cluster_goes_idle(executor, study.log)
+    assert len(evaluations(study.log)) < 20
+
+
 TOY_CLI = textwrap.dedent(
     """
     import sys

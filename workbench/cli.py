@@ -40,14 +40,15 @@ def _parse_sets(items: list[str]) -> dict[str, list]:
 
 
 @contextmanager
-def _ctrl_c_stops_at_the_next_point() -> Iterator[Callable[[int, int], None]]:
+def _ctrl_c_stops_the_sweep() -> Iterator[tuple[Callable[[int, int], None], threading.Event]]:
     """Make Ctrl-C stop a sweep even when Python swallows the KeyboardInterrupt.
 
     Python raises KeyboardInterrupt wherever the main thread happens to be; inside a weakref
     callback or a ``__del__`` (xarray, h5py and Dask all run some) it is printed as "Exception
-    ignored" and lost, and the sweep would run to its end. The handler also records the
-    signal, and the progress callback it yields raises KeyboardInterrupt again from the sweep's
-    own loop at the next finished point.
+    ignored" and lost, and the sweep would run to its end. The handler also records the signal
+    in an event: the Dask executor polls it while it waits (so it stops within 50 ms), and the
+    progress callback yielded here raises KeyboardInterrupt again from the sweep's own loop at
+    the next finished point (in-process sweeps).
     """
     interrupted = threading.Event()
 
@@ -60,11 +61,11 @@ def _ctrl_c_stops_at_the_next_point() -> Iterator[Callable[[int, int], None]]:
             raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():
-        yield progress  # signal handlers can only be set from the main thread
+        yield progress, interrupted  # signal handlers can only be set from the main thread
         return
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield progress
+        yield progress, interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -84,7 +85,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench.executors import resolve_scheduler
 
     scheduler = resolve_scheduler(args.scheduler)  # --scheduler, else $DASK_SCHEDULER_ADDRESS
-    with _ctrl_c_stops_at_the_next_point() as progress:
+    with _ctrl_c_stops_the_sweep() as (progress, interrupted):
         kwargs = dict(
             cache_dir=args.cache_dir,
             use_cache=not args.no_cache,
@@ -98,7 +99,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 print(f"workbench: sweeping on Dask ({scheduler})", file=sys.stderr)
             # The with-block closes the client (the scheduler drops its queued work) and stops
             # a LocalCluster it started, on Ctrl-C as on success.
-            with DaskExecutor(scheduler) as executor:
+            with DaskExecutor(scheduler, interrupt=interrupted) as executor:
                 ds = sweep.run(study, grid, executor=executor, **kwargs)
         else:
             ds = sweep.run(study, grid, **kwargs)

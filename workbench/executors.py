@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +39,8 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 BATCHES_PER_WORKER = 4
 #: The most sweep tasks in one Dask task (progress granularity, rework after a lost worker).
 MAX_BATCH = 32
+#: Seconds between checks for finished batches and for a recorded Ctrl-C.
+POLL_S = 0.05
 #: Schemes ``distributed.Client`` accepts for an address.
 SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
 
@@ -111,11 +115,19 @@ class DaskExecutor:
         Worker processes of a local cluster (ignored for an existing scheduler).
     connect_timeout
         Seconds to wait for an existing scheduler before giving up with a message.
+    interrupt
+        An event a Ctrl-C handler sets: the sweep then stops as if interrupted, even when
+        Python swallowed the KeyboardInterrupt itself (see :mod:`workbench.cli`).
     """
 
     def __init__(
-        self, scheduler: str | None = None, workers: int = 2, connect_timeout: float = 10.0
+        self,
+        scheduler: str | None = None,
+        workers: int = 2,
+        connect_timeout: float = 10.0,
+        interrupt: threading.Event | None = None,
     ) -> None:
+        self.interrupt = interrupt
         try:
             from distributed import Client, LocalCluster  # noqa: PLC0415 - heavy, import late
         except ImportError as exc:
@@ -185,12 +197,20 @@ class DaskExecutor:
         size = self.batch_size(len(indexed))
         batches = [indexed[i : i + size] for i in range(0, len(indexed), size)]
         pending = {self.client.submit(_run_batch, fn, batch, pure=False) for batch in batches}
+        finished = as_completed(list(pending))
         try:
-            for future in as_completed(list(pending)):
-                results = future.result()
-                pending.discard(future)
-                future.release()  # the cluster may free the batch's results now
-                yield from results
+            while not finished.is_empty():
+                if self.interrupt is not None and self.interrupt.is_set():
+                    raise KeyboardInterrupt  # Ctrl-C seen by the CLI's signal handler
+                arrived = finished.next_batch(block=False)
+                if not arrived:
+                    time.sleep(POLL_S)  # polled, so a recorded Ctrl-C is seen within POLL_S
+                    continue
+                for future in arrived:
+                    results = future.result()  # a task's error is raised here
+                    pending.discard(future)
+                    future.release()  # the cluster may free the batch's results now
+                    yield from results
         finally:
             if pending:
                 self.client.cancel(list(pending))
