@@ -222,3 +222,18 @@ def test_a_sigkilled_sweep_resumes_without_repeating_work(tmp_path, reference):
     rerun = evaluations(log)[ran_before:]
     assert sorted(rerun) == sorted(set(POINTS) - cached)  # only the missing points, once each
     xr.testing.assert_identical(result, reference)
+
+
+def test_the_scheduler_comes_from_the_flag_then_the_environment(monkeypatch):
+    from workbench.executors import SCHEDULER_ENV, DaskExecutor, resolve_scheduler
+    from workbench.study import StudyInputError
+
+    monkeypatch.delenv(SCHEDULER_ENV, raising=False)
+    assert resolve_scheduler(None) is None  # in-process by default
+    with pytest.raises(StudyInputError, match="DASK_SCHEDULER_ADDRESS is not set"):
+        resolve_scheduler("env")
+    monkeypatch.setenv(SCHEDULER_ENV, "tcp://10.0.0.1:8786")
+    assert resolve_scheduler(None) == resolve_scheduler("env") == "tcp://10.0.0.1:8786"
+    assert resolve_scheduler("local") == "local"  # the flag wins
+    with pytest.raises(StudyInputError, match="tcp://host:8786, got 'nonsense'"):
+        DaskExecutor("nonsense")
