@@ -13,7 +13,6 @@ limit, the last thread out restores the original, whatever the order of entries 
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +25,10 @@ _depth = 0
 _limiter: Any = None
 
 
-@functools.cache
 def _controller() -> Any:
+    """A controller over the BLAS libraries loaded *now* (SciPy loads its own OpenBLAS after
+    NumPy's; a controller made earlier would not see it). Scanning costs about a millisecond and
+    happens only when the outermost limit is entered."""
     try:
         from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
     except ImportError:

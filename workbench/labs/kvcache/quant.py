@@ -153,11 +153,11 @@ def quantize(
     Examples
     --------
     >>> import numpy as np
-    >>> x = np.linspace(-1, 1, 5)
+    >>> x = np.array([-1.0, -0.4, 0.3, 1.0])
     >>> quantize(x, 1).tolist()
-    [-1.0, -1.0, 1.0, 1.0, 1.0]
+    [-1.0, -1.0, 1.0, 1.0]
     >>> quantize(x, [2, 8]).shape
-    (2, 5)
+    (2, 4)
     """
     xp = _namespace(x, xp)
     b, scalar = check_bits(bits)
