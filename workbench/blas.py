@@ -7,8 +7,9 @@ is process-global, and the dashboards compute on a pool of threads: two threads 
 leaving ``threadpoolctl``'s limit in an interleaved order leave BLAS pinned at one thread for the
 whole server, and every large product (the KDE distance table) then runs single-threaded.
 
-:func:`single_blas_thread` is reference-counted under a lock: the first thread in applies the
-limit, the last thread out restores the original, whatever the order of entries and exits.
+:func:`single_blas_thread` records the original count once and every exit restores that count
+(not the count the thread happened to see on entry), so interleaved threads cannot leave BLAS
+pinned.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from typing import Any
 import numpy  # noqa: F401 - loads NumPy's BLAS before threadpoolctl looks for it
 
 _lock = threading.Lock()
-_depth = 0
-_limiter: Any = None
+_original: int | None = None
+_local = threading.local()  # nesting depth per thread: only the outermost block sets/restores
 
 
 def _controller() -> Any:
     """A controller over the BLAS libraries loaded *now* (SciPy loads its own OpenBLAS after
-    NumPy's; a controller made earlier would not see it). Scanning costs about a millisecond and
-    happens only when the outermost limit is entered."""
+    NumPy's; a controller made earlier would not see it). Scanning costs about a millisecond."""
     try:
         from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - optional
     except ImportError:
@@ -38,28 +38,37 @@ def _controller() -> Any:
 
 @contextmanager
 def single_blas_thread() -> Iterator[None]:
-    """Run the block with BLAS limited to one thread (nested and concurrent use is safe)."""
-    global _depth, _limiter
+    """Run the block with BLAS limited to one thread; on exit this thread's BLAS goes back to
+    the process's original count (never to a count another thread had lowered).
+
+    Recent OpenBLAS builds keep the thread count per calling thread, older ones (and MKL) per
+    process; restoring to the original count recorded once is right under both: nothing can be
+    left pinned at one thread, whatever the order in which threads enter and leave.
+    """
+    global _original
     controller = _controller()
     if controller is None:
         yield
         return
     with _lock:
-        if _depth == 0:
-            _limiter = controller.limit(limits=1, user_api="blas")
-        _depth += 1
+        if _original is None:
+            counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+            _original = max(counts, default=1)
+        original = _original
+    depth = getattr(_local, "depth", 0)
+    if depth == 0:
+        controller.limit(limits=1, user_api="blas")
+    _local.depth = depth + 1
     try:
         yield
     finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _limiter.restore_original_limits()
-                _limiter = None
+        _local.depth = depth
+        if depth == 0:
+            _controller().limit(limits=original, user_api="blas")
 
 
 def blas_threads() -> list[int]:
-    """Current thread counts of the loaded BLAS libraries (for tests and ``workbench info``)."""
+    """BLAS thread counts as seen from the calling thread (for tests and ``workbench info``)."""
     controller = _controller()
     if controller is None:
         return []
