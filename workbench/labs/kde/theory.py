@@ -8,7 +8,6 @@ d → ∞ formulas, and its "Finite-d theory" section for the effective values a
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -91,27 +90,18 @@ def regime_thresholds(alpha: Any, dim: int | None = None) -> dict[str, Any]:
     (1.9386, 1.3708, 1.0386)
     """
     a = check_alpha(alpha)
-    dim = None if dim is None else check_dim(dim)
-    if a.ndim == 0:
-        return dict(_scalar_thresholds(float(a), dim))
-    return _thresholds(a, dim)
-
-
-def _thresholds(a: np.ndarray, dim: int | None) -> dict[str, np.ndarray]:
+    scalar = a.ndim == 0
     if dim is None:
         s = _solve_s(np.atleast_1d(a))
         u = s * (1 + s)
     else:
+        dim = check_dim(dim)
         u = np.atleast_1d(effective_min_distance(a, dim))
         s = 0.5 * (np.sqrt(1 + 4 * u) - 1)  # positive root of s² + s − u = 0
-    return _thresholds_from_s(s, u)
-
-
-@functools.lru_cache(maxsize=256)
-def _scalar_thresholds(alpha: float, dim: int | None) -> tuple[tuple[str, float], ...]:
-    """One (α, d): memoised, because a bandwidth move asks for the same thresholds several
-    times (SciPy's ncx2.ppf inversion and the bisection cost milliseconds each)."""
-    return tuple((k, float(v[0])) for k, v in _thresholds(np.asarray(alpha), dim).items())
+    out = _thresholds_from_s(s, u)
+    if scalar:
+        return {k: float(v[0]) for k, v in out.items()}
+    return out
 
 
 def effective_thresholds(alpha: float, dim: int) -> dict[str, float]:
