@@ -15,16 +15,13 @@ import numpy as np
 from scipy.optimize import brentq
 
 from workbench.labs.criticality.activations import (
-    PAIR_ACCURATE_K,
     SCALE_INVARIANT,
     check_activation,
     gauss_moments,
     pair_expectations,
 )
-from workbench.study import StudyInputError, checkpoint, warn_user
+from workbench.study import StudyInputError, checkpoint
 
-#: Activations whose pair expectations are closed forms (exact at every K).
-CLOSED_FORM_PAIRS = ("relu", "linear")
 #: Deepest flow computed (the dashboard's depth knob is capped below this).
 MAX_DEPTH = 100_000
 
@@ -99,13 +96,6 @@ def correlation_from_kernel(activation: str, cw, cb, kern: np.ndarray, rho0: flo
         k12 = cb + cw * pair_expectations(activation, k, rho[layer])[0]
         if layer % 64 == 0:
             checkpoint()
-    big = kern[1:][np.isfinite(rho[1:])]
-    if activation not in CLOSED_FORM_PAIRS and big.size and big.max() > PAIR_ACCURATE_K:
-        warn_user(
-            f"the kernel reaches K = {big.max():.3g}: above K = {PAIR_ACCURATE_K:g} the two-input "
-            "Gaussian expectations of this activation are accurate to about 1e-5 (K = 10) to 1e-3 "
-            "(K = 30) only, so read the correlation flow as approximate there"
-        )
     return rho
 
 
@@ -253,34 +243,17 @@ def correlation_depth_scale(activation: str, cw: float, cb: float) -> dict[str, 
         out["xi_c"] = math.nan if not np.isfinite(chi1) else math.inf
         return out
     if chi1 > 1:
-        out["c_star"] = c = _chaotic_c_star(activation, cw, cb, q)
+        c = 0.0
+        for _ in range(2000):
+            new = float((cb + cw * pair_expectations(activation, q, c)[0]) / q)
+            if abs(new - c) < 1e-13:
+                break
+            c = new
+        out["c_star"] = c
         out["chi_c"] = float(cw * pair_expectations(activation, q, c)[1])
     chi_c = out["chi_c"]
     out["xi_c"] = math.inf if chi_c == 1 else float(-1.0 / math.log(chi_c))
     return out
-
-
-def _chaotic_c_star(activation, cw, cb, q) -> float:
-    """The stable root c* < 1 of c ↦ (C_b + C_W⟨σσ⟩_{q, c})/q in the chaotic phase.
-
-    Brent's method on map(c) − c over [−1, 1 − 1e-6] (≥ 0 at −1 because a correlation is ≥ −1;
-    < 0 just below 1 since the map's slope there is χ₁ > 1); where rounding hides that sign
-    (χ₁ within ~1e-3 of 1), iterating the map converges instead (geometrically, rate χ_c).
-    """
-
-    def gap(c):
-        return float((cb + cw * pair_expectations(activation, q, c)[0]) / q) - c
-
-    top = 1.0 - 1e-6
-    if gap(-1.0) >= 0 > gap(top):
-        return float(brentq(gap, -1.0, top, xtol=1e-14, rtol=1e-14))
-    c = 0.0
-    for _ in range(2000):
-        step = gap(c)
-        c += step
-        if abs(step) < 1e-13:
-            break
-    return c
 
 
 def ntk_flow(
