@@ -10,9 +10,12 @@ feeds into the live panels one batch per tick, and move the "you are here" marke
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 
 import holoviews as hv
 import panel as pn
+import xarray as xr
 
 from apps.lab_app import LabDashboard
 from workbench.labs import quadrature as quad
@@ -40,13 +43,34 @@ falls quadratically until it meets the quadrature error.
 #: Jitter stops shown by the slider (the Study accepts any value from 0 to 0.01 in links).
 JITTER_STOPS = [0.0, 1e-12, 1e-10, 1e-8, 1e-6]
 
+# xarray imports dask.array lazily at its first Dataset; SciPy meanwhile looks dask.array up in
+# sys.modules, and a half-imported module there made a page built during the warm-cache thread's
+# first Dataset fail ("partially initialized module 'dask.array'"). Import it before any thread.
+xr.namedarray.pycompat.array_type("dask")
+
+_grid_locks: dict[tuple, threading.Lock] = {}
+_grid_locks_guard = threading.Lock()
+
+
+def _grids(knobs: tuple) -> tuple:
+    """The N-sweep and the exact-integral reference for the knobs they depend on, computed once
+    per key: a session asking for a key being computed (by the warm-cache thread or another
+    session) waits for that computation instead of starting a second one on the same cores."""
+    with _grid_locks_guard:
+        lock = _grid_locks.setdefault(knobs, threading.Lock())
+    with lock:
+        return _cached_grids(knobs)
+
 
 @functools.lru_cache(maxsize=16)
-def _grids(knobs: tuple) -> tuple:
-    """The N-sweep and the exact-integral reference for the knobs they depend on (shared by
-    every session; the Datasets are read-only by convention: nobody mutates them)."""
+def _cached_grids(knobs: tuple) -> tuple:
+    """Shared by every session, so its arrays are read-only: no session can edit another's."""
     study = quad.QuadratureStudy.from_knobs(**dict(knobs))
-    return quad.error_vs_n(study, quad.DASHBOARD_RULES, quad.SWEEP_NS), quad.exact_reference(study)
+    grids = quad.error_vs_n(study, quad.DASHBOARD_RULES, quad.SWEEP_NS), quad.exact_reference(study)
+    for ds in grids:
+        for var in ds.variables.values():
+            var.values.flags.writeable = False
+    return grids
 
 
 class QuadratureDashboard(LabDashboard):
@@ -88,20 +112,38 @@ class QuadratureDashboard(LabDashboard):
         self.run = {"records": [], "label": snapshot.rule_label(), "n": snapshot.n}
         self.run["max_iter"] = snapshot.max_iter
         self.run["targets"] = snapshot.copy_with(max_iter=1, n=2, rule="trapezoid").evaluate()
+        weights = quad.weights_comparison(snapshot)
         if not hasattr(self, "pipe"):
+            self._spans = weakref.WeakSet()  # the markers' Bokeh spans, one per drawn N plot
             self.pipe = hv.streams.Pipe(data=[])
             self.n_stream = hv.streams.Stream.define("N", n=snapshot.n)()
-            self.marker = hv.DynamicMap(figures.you_are_here, streams=[self.n_stream])
-        self.n_stream.event(n=snapshot.n)
-        if hasattr(self, "panes"):
-            self.panes["weights"].object = figures.quadrature_weights(
-                quad.weights_comparison(snapshot)
+            self.marker = hv.DynamicMap(self._marker, streams=[self.n_stream])
+            # updated in place per N (a new figure object would rebuild the whole plot)
+            self.weights_pipe = hv.streams.Pipe(data=weights)
+            self.weights = hv.DynamicMap(
+                lambda data: figures.quadrature_weights(data).opts(framewise=True),
+                streams=[self.weights_pipe],
             )
+        self._move_markers(snapshot.n)
+        self.weights_pipe.send(weights)
+        if hasattr(self, "panes"):
             if self.run["targets"].sizes["state"] != self._live_states:
                 self._live_panels()  # the state and gain layers differ between systems
-        if self._doc is not None:
-            self.pipe.send([])  # clear the last run's curves while the new one streams in
+        # No clearing send: the live panels keep the last run, title included, until the new
+        # run's first batch arrives a tick later (a clearing redraw cost ~140 ms of the loop).
         self.start_stream(snapshot.stream, self._on_records)
+
+    def _marker(self, n):
+        return figures.you_are_here(n).opts(
+            hooks=[lambda plot, _: self._spans.add(plot.handles["glyph"])]
+        )
+
+    def _move_markers(self, n):
+        """Move the drawn "you are here" lines in place: re-rendering the two N plots around
+        them took ~80 ms each per change of N. The stream keeps N for any later full render."""
+        self.n_stream.update(n=n)
+        for span in list(self._spans):
+            span.location = figures.you_are_here(n).data
 
     def _on_records(self, batch):
         self.run["records"].extend(batch)
@@ -141,6 +183,7 @@ class QuadratureDashboard(LabDashboard):
         names = ("pi", "sweep", "weights", "wce", "trajectory", "gain")
         self.panes = {name: pn.pane.HoloViews(hv.Curve([]), **opts) for name in names}
         self._live_states = None
+        self.panes["weights"].object = self.weights
         self.render(self.result)
         p = self.panes
         return pn.Column(

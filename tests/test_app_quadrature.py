@@ -62,14 +62,29 @@ def test_widgets_come_from_the_study_with_names_shown(dash):
     assert dash.widgets["nu"].options["7/2"] == 3.5
 
 
+def _pi_curve(pane, length):
+    """The y column of the live PI curve as drawn: the float column of the run's length that is
+    not the iteration axis (1, 2, …)."""
+    drawn = [c for c in _columns(pane) if c.size == length]
+    curves = [c for c in drawn if not np.array_equal(c, np.arange(1, length + 1))]
+    assert curves, "the PI curve is not drawn"
+    return curves
+
+
 def test_n_change_redraws_pi_and_moves_markers_to_n_minus_1(dash):
-    err_n10 = dash.run["records"][-1].weight_error
-    dash.request({"n": 5})
-    err_n5 = dash.run["records"][-1].weight_error
-    assert any(np.isclose(col, err_n5).any() for col in _columns(dash.panes["pi"]))
+    # references made outside the page: the library's converged runs at N = 10 and N = 5
+    runs = {n: quad.run_policy_iteration("lqr", n=n) for n in (10, 5)}
+    for n in (10, 5):
+        dash.request({"n": n})
+        final = float(runs[n].final_weight_error)
+        size = runs[n].sizes["iteration"]
+        # the PI curve on the page ends at the library's converged error at this N
+        assert any(c[-1] == final for c in _pi_curve(dash.panes["pi"], size)), n
+        # the dotted floor (from the shared N-sweep) is the same converged error
+        assert dash.floor() == final
     # brief: trapezoid 1.1776e-3 (N = 5) vs 2.3246e-4 (N = 10), each to 3 %
-    assert err_n5 == pytest.approx(1.1776e-3, rel=0.03)
-    assert err_n10 == pytest.approx(2.3246e-4, rel=0.03)
+    assert float(runs[5].final_weight_error) == pytest.approx(1.1776e-3, rel=0.03)
+    assert float(runs[10].final_weight_error) == pytest.approx(2.3246e-4, rel=0.03)
     # the N plots have N − 1 on x: the marker for N = 5 sits at 4 (issue 8: it was drawn at N)
     assert _marker_x(dash.panes["sweep"]) == [4.0]
     assert _marker_x(dash.panes["wce"]) == [4.0]
@@ -177,6 +192,10 @@ def test_informational_note_never_rolls_back_the_change(dash):
     assert dash.status.alert.visible and dash.status.alert.alert_type == "info"
     assert "Cholesky failed" in dash.status.alert.object
     assert (dash.study.rule, dash.study.n, dash.study.lengthscale) == ("bq", 30, 3.0)
+    # the N plots were redrawn for ℓ = 3 with the marker still at this N (x = N − 1)
+    assert dash.result["sweep"].attrs["lengthscale"] == 3.0
+    assert _marker_x(dash.panes["sweep"]) == [29.0] and _marker_x(dash.panes["wce"]) == [29.0]
+    assert "N = 30" in _title(dash.panes["pi"]) and "N = 30" in _title(dash.panes["weights"])
     assert dash.link_values() == {"rule": "bq", "n": "30", "lengthscale": "3"}
     assert dash.dataset().attrs["lengthscale"] == 3.0
     reference = quad.run_policy_iteration("lqr", rule="bq", n=30, lengthscale=3.0)
@@ -229,6 +248,12 @@ def test_sessions_share_the_sweep_and_exports_round_trip(cache_dir, tmp_path):
     first, second = QuadratureDashboard(), QuadratureDashboard()
     assert first.result["sweep"] is second.result["sweep"]
     assert first.run is not second.run
+    # issue 7 §2 defect 6: what sessions share is read-only, so one cannot corrupt another's view
+    for shared in (first.result["sweep"], first.result["reference"]):
+        for name, var in shared.data_vars.items():
+            assert not var.values.flags.writeable, name
+    with pytest.raises(ValueError, match="read-only"):
+        first.result["sweep"]["weight_error"].values[0, 0] = 0.0
     ds = first.dataset()
     ds.to_netcdf(tmp_path / "q.nc", engine="h5netcdf")
     back = xr.load_dataset(tmp_path / "q.nc", engine="h5netcdf")
@@ -241,13 +266,13 @@ def test_sessions_share_the_sweep_and_exports_round_trip(cache_dir, tmp_path):
 def test_browser_n_slider_redraws_and_updates_the_link(page, server_url):
     from tests.browser import plot_signature, press_slider, serious, wait_for_plots, wait_for_redraw
 
-    page.goto(server_url + "/quadrature")
+    page.goto(server_url + "/quadrature", timeout=120_000)  # the server may still be warming
     wait_for_plots(page, 6)
     page.wait_for_timeout(3000)  # the first policy-iteration run streams in
     assert not serious(page.console_errors), page.console_errors
     before = plot_signature(page)
     press_slider(page, 0, "ArrowLeft", 5)  # N is the first slider
     wait_for_redraw(page, before)
-    page.wait_for_function("() => window.location.search.includes('n=5')", timeout=30_000)
+    page.wait_for_function("() => /[?&]n=5(&|$)/.test(window.location.search)", timeout=30_000)
     assert "Traceback" not in page.content()
     assert not serious(page.console_errors), page.console_errors
