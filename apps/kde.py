@@ -2,10 +2,11 @@
 heavy-tailed and condensed regimes.
 
 Layout and bindings only: every number comes from :mod:`workbench.labs.kde` and every figure
-from :mod:`workbench.labs.kde_figures`. The bandwidth is cheap: it is evaluated against the
-cached distance tables (no new distances), the live markers move in place and only the two
-per-h panels re-render. d, α, the query count and the seed are expensive: the base recomputes
-them off the event loop; the sweep panels are shared across sessions through a read-only cache.
+from :mod:`workbench.labs.kde.figures`. The bandwidth is cheap: it is evaluated against the
+cached distance tables (:meth:`KDEStudy.at_bandwidth`, no new distances), the live markers move
+in place and only the two per-h panels re-render. d, α, the query count and the seed are
+expensive: the base recomputes them off the event loop; the grid panels
+(:meth:`KDEStudy.panels`) are shared across sessions through a read-only cache.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import panel as pn
 from apps import shell
 from apps.lab_app import LabDashboard
 from workbench.labs import kde
-from workbench.labs import kde_figures as figs
+from workbench.labs.kde import figures as figs
 
 #: Bandwidth slider stops: the old log-spaced stops (links made with them still land on a stop)
 #: plus the default h = 1, so slider and plots agree at start.
@@ -52,8 +53,12 @@ at m query points x ~ N(0, I_d), where the true density ρ is known.
 * **Slice**: log ρ̂ along the line through the two data points nearest a query point: smooth at
   large h, peaked on the data at small h.
 
-Sizes: n over 100,000 points takes tens of seconds; this server's cap is 262,144 points.
-"""
+""" + (
+    f"Sizes: n over {kde.data.SLOW_POINTS:,} points takes tens of seconds. Every setting must fit "
+    f"a fixed {kde.MEMORY_BUDGET_BYTES / 2**30:g} GiB memory budget (data, distance tables, "
+    f"heavy-tail panel): at d = 20 with m = 200 query points that is n up to "
+    f"{kde.max_points(20, 200):,} points; a setting over it is refused at once, naming the knobs.\n"
+)
 
 
 class KDEDashboard(LabDashboard):
@@ -96,15 +101,12 @@ class KDEDashboard(LabDashboard):
 
     # --- heavy work (worker thread, on a snapshot) -------------------------------------------
     def compute(self, study):
-        return {**_panels(study.dim, study.alpha, study.seed, study.n_queries), **_at_h(study)}
+        return {**study.panels(), **study.at_bandwidth()}
 
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
-        self.size_note.object = (
-            f"n = e^(αd) = **{result['sweep'].attrs['n']:,}** data points, "
-            f"m = {self.study.n_queries} query points."
-        )
+        self.size_note.object = self.study.size_note()
         self._move_markers()
         self._sync_player()
         if hasattr(self, "panes"):
@@ -114,7 +116,7 @@ class KDEDashboard(LabDashboard):
 
     def update_cheap(self, changed):
         """A new bandwidth: evaluated on the cached distance tables (no new distances)."""
-        self.result.update(_at_h(self.study))
+        self.result.update(self.study.at_bandwidth())
         self._move_markers()
         self._sync_player()
         self.tick.event()
@@ -203,35 +205,6 @@ class KDEDashboard(LabDashboard):
 
     def close(self):
         self.result = None
-
-
-@functools.lru_cache(maxsize=8)
-def _panels(dim: int, alpha: float, seed: int, n_queries: int) -> dict:
-    """Everything drawn over a bandwidth grid for one dataset, shared by all sessions (read-only):
-    a second visitor with the same (d, α, seed, m), or a reloaded demo, renders at once."""
-    study = kde.KDEStudy(dim=dim, alpha=alpha, seed=seed, n_queries=n_queries)
-    sweep = study.evaluate(bandwidth=figs.bandwidth_grid(study))
-    regimes = study.regime_map(figs.REGIME_ALPHAS)
-    for ds in (sweep, regimes):
-        for var in ds.variables.values():
-            var.values.flags.writeable = False
-    return {
-        "sweep": sweep,
-        "regimes": regimes,
-        "heavy": figs.heavy_tail_statistics(dim, alpha, seed),
-        "thresholds": figs.thresholds(study),
-    }
-
-
-def _at_h(study: kde.KDEStudy) -> dict:
-    """The per-bandwidth results, from the Study's cached distance tables."""
-    h = float(study.bandwidth)
-    return {
-        "h": h,
-        "current": study.evaluate(bandwidth=[h]),
-        "samples": study.log_density_samples(h),
-        "slice": study.density_slice(h),
-    }
 
 
 def _stop_index(value: float) -> int:

@@ -15,7 +15,6 @@ import weakref
 
 import holoviews as hv
 import panel as pn
-import xarray as xr
 
 from apps.lab_app import LabDashboard
 from workbench.labs import quadrature as quad
@@ -43,10 +42,6 @@ falls quadratically until it meets the quadrature error.
 #: Jitter stops shown by the slider (the Study accepts any value from 0 to 0.01 in links).
 JITTER_STOPS = [0.0, 1e-12, 1e-10, 1e-8, 1e-6]
 
-# xarray imports dask.array lazily at its first Dataset; SciPy meanwhile looks dask.array up in
-# sys.modules, and a half-imported module there made a page built during the warm-cache thread's
-# first Dataset fail ("partially initialized module 'dask.array'"). Import it before any thread.
-xr.namedarray.pycompat.array_type("dask")
 
 _grid_locks: dict[tuple, threading.Lock] = {}
 _grid_locks_guard = threading.Lock()

@@ -39,6 +39,19 @@ def routes() -> dict:
     return table
 
 
+def _preload_lazy_modules() -> None:
+    """Import what xarray would otherwise import lazily at its first Dataset.
+
+    xarray imports ``dask.array`` on first use; when that first use is on the warm-cache thread
+    while a visitor's page runs SciPy (which looks ``dask.array`` up), the page fails with
+    "partially initialized module 'dask.array'". Importing it before any thread starts removes
+    the race for every lab.
+    """
+    import xarray as xr
+
+    xr.namedarray.pycompat.array_type("dask")
+
+
 def _warm_caches() -> None:
     """Compute each lab's default view once, so the first visitor does not wait for it."""
     for lab, module in _dashboard_modules().items():
@@ -99,6 +112,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
     # The URL line is what users (and the browser tests) read to find the server.
     print(f"workbench: serving {len(table) - 1} labs at {url}", flush=True)
+    _preload_lazy_modules()
     threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:
         server.io_loop.add_callback(server.show, "/")

@@ -25,7 +25,7 @@ warnings.filterwarnings("ignore")
 def main() -> None:
     from bokeh.document import Document
 
-    from apps.kde import BANDWIDTH_STOPS, KDEDashboard, _at_h
+    from apps.kde import BANDWIDTH_STOPS, KDEDashboard
     from workbench import backend
 
     start = time.perf_counter()
@@ -47,7 +47,7 @@ def main() -> None:
 
     def naive(h):
         dashboard.study.bandwidth = h
-        dashboard.result.update(_at_h(dashboard.study))
+        dashboard.result.update(dashboard.study.at_bandwidth())
         for name in dashboard.panes:
             dashboard.panes[name].object = dashboard._figure(name)
 

@@ -21,7 +21,7 @@ from bokeh.models import ColumnDataSource  # noqa: E402
 from apps import lab_app  # noqa: E402
 from apps.kde import BANDWIDTH_STOPS, KDEDashboard  # noqa: E402
 from workbench.labs import kde  # noqa: E402
-from workbench.labs import kde_figures as figs  # noqa: E402
+from workbench.labs.kde import estimator  # noqa: E402
 
 #: The brief's finite-d reference point: α = 0.1, d = 100 (n = e^10 = 22,026).
 BRIEF_LINK = {"dim": "100", "alpha": "0.1"}
@@ -107,9 +107,9 @@ def test_lower_bandwidth_spreads_log_density(dash):
 
 def test_bandwidth_move_computes_no_new_distances(dash, monkeypatch):
     calls = []
-    original = kde.squared_distances
+    original = estimator.squared_distances
     monkeypatch.setattr(
-        kde, "squared_distances", lambda *a, **k: calls.append(1) or original(*a, **k)
+        estimator, "squared_distances", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     for h in (1.3, 0.8, BANDWIDTH_STOPS[10]):
         assert dash.request({"bandwidth": h})
@@ -192,22 +192,36 @@ def test_data_knob_recomputes_and_an_oversize_is_refused_before_any_work(dash, m
     assert dash.result["sweep"].attrs["alpha"] == 0.3
     assert not np.allclose(dash.result["sweep"]["kl_per_dim"], before)
     drawn = []
-    monkeypatch.setattr(kde, "make_data", lambda *a, **k: drawn.append(a))
+    monkeypatch.setattr(kde.data, "_data", lambda *a: drawn.append(a))
     # α = 0.7, d = 20 is n = 1.2 million (the issue: refused only after 83 s): now at once.
     assert not dash.request({"alpha": 0.7})
     alert = dash.status.alert.object
-    assert "1.2 million" in alert and "262,144" in alert and "lower α or d" in alert
+    assert "1.2 million" in alert and f"{kde.max_points(20, 200):,}" in alert
+    assert "lower α or d" in alert
     assert drawn == []  # refused before any data was drawn
     assert dash.study.alpha == 0.3 and dash.widgets["alpha"].value == 0.3  # snapped back
     assert dash.result["sweep"].attrs["alpha"] == 0.3
 
 
 def test_old_links_open_the_same_view(cache_dir):
-    d = _rendered(KDEDashboard(query={"bandwidth": "0.8", "dim": "24"}))
+    """Links made before the refactor: ``bandwidth`` and ``dim`` keep their names and values."""
+    d = _rendered(KDEDashboard(query={"bandwidth": "0.8", "dim": "16"}))
     assert not d.status.alert.visible
-    assert (d.study.dim, d.study.bandwidth) == (24, 0.8)
-    assert d.result["sweep"].attrs["dim"] == 24 and _marker(d, "kl")[0] == 0.8
-    assert d.link_values() == {"dim": "24", "bandwidth": "0.8"}
+    assert (d.study.dim, d.study.bandwidth) == (16, 0.8)
+    assert d.result["sweep"].attrs["dim"] == 16 and _marker(d, "kl")[0] == 0.8
+    assert d.link_values() == {"dim": "16", "bandwidth": "0.8"}
+
+
+def test_old_oversized_link_is_refused_as_before_and_the_rest_applies(cache_dir):
+    """``/kde?bandwidth=0.8&dim=40`` at the default α = 0.5 is n = e^20 = 485 million points: the
+    old page refused d then too. Now the alert names the knobs and the cap, h = 0.8 applies and
+    d keeps its default; the URL drops the refused value."""
+    d = _rendered(KDEDashboard(query={"bandwidth": "0.8", "dim": "40"}))
+    alert = d.status.alert.object
+    assert d.status.alert.visible and "485 million" in alert and "dimension d = 40" in alert
+    assert f"{kde.max_points(40, 200):,}" in alert and "lower α or d" in alert
+    assert (d.study.dim, d.study.bandwidth) == (20, 0.8)
+    assert _marker(d, "kl")[0] == 0.8 and d.link_values() == {"bandwidth": "0.8"}
 
 
 @pytest.mark.parametrize(
@@ -263,7 +277,7 @@ def test_regime_of_follows_the_stable_index():
     """μ < 1 condensed, 1 ≤ μ < 2 heavy-tailed, μ ≥ 2 CLT (brief); at h_G μ = 1 exactly."""
     t = kde.regime_thresholds(0.5)
     mu = kde.stable_index(np.array([0.99, 1.01, 1.42]) * t["h_g"], 0.5)
-    assert figs.regime_of(mu).tolist() == [0, 1, 2]
+    assert kde.regime_of(mu).tolist() == [0, 1, 2]
 
 
 # --- real browser -----------------------------------------------------------------------------

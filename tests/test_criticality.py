@@ -8,14 +8,20 @@ standard error over networks (delta method, networks are the independent samples
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
-from scipy.integrate import quad
+from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import brentq
 
 from workbench.labs import criticality as cr
-from workbench.labs.criticality.activations import gauss_hermite, gauss_moments, pair_expectations
+from workbench.labs.criticality.activations import (
+    gauss_hermite,
+    gauss_moments,
+    pair_expectations,
+)
+from workbench.labs.criticality.activations import sigma as cr_sigma
 from workbench.study import StudyInputError
 
 
@@ -72,6 +78,113 @@ def test_plain_tensor_gauss_hermite_fails_through_the_kink():
     rule = (np.maximum(za, 0) * np.maximum(zb, 0) * w[:, None] * w[None, :]).sum()
     exact = float(pair_expectations("relu", 1.0, -0.9)[0])
     assert abs(rule - exact) / exact > 0.01
+
+
+def _quad_expectation(f, k):
+    """E f(z), z ~ N(0, K), by SciPy ``quad`` in z, split where f and the density vary."""
+    sk = math.sqrt(k)
+    pts = sorted({-60 * sk, -60.0, -20.0, -5.0, -1.0, 0.0, 1.0, 5.0, 20.0, 60.0, 60 * sk})
+
+    def g(z):
+        return f(z) * math.exp(-z * z / (2 * k)) / math.sqrt(2 * math.pi * k)
+
+    with warnings.catch_warnings():
+        # quad flags round-off on the far tails (terms ~1e-300); the sum is still 1e-13-accurate
+        warnings.simplefilter("ignore", IntegrationWarning)
+        return sum(
+            quad(g, a, b, epsabs=0, epsrel=1e-13, limit=500)[0]
+            for a, b in zip(pts[:-1], pts[1:], strict=True)
+        )
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu", "silu", "sigmoid"])
+def test_diagonal_expectations_match_quad_for_every_kernel_size(act):
+    # The brief: plain Gauss–Hermite loses accuracy as K grows (poles of tanh(√K x) at
+    # ±iπ/(2√K)); above K = 1 the lab switches to a rule in z with closed-form tails. Against an
+    # independent adaptive integral, 1e-9 relative from K = 0.01 to K = 10⁵ (the plain 301-node
+    # rule is 2e-3 off for ⟨tanh'²⟩ at K = 30 and 2e-2 at K = 100).
+    moments = {
+        "s2": lambda z: float(cr_sigma(act, z)) ** 2,
+        "s4": lambda z: float(cr_sigma(act, z)) ** 4,
+        "d2": lambda z: float(cr_sigma(act, z, 1)) ** 2,
+    }
+    ks = np.array([0.01, 0.5, 1.0, 1.5, 4.0, 30.0, 1e3, 1e5])
+    got = gauss_moments(act, ks)
+    for name, f in moments.items():
+        for k, value in zip(ks, got[name], strict=True):
+            assert value == pytest.approx(_quad_expectation(f, k), rel=1e-9), (name, k)
+
+
+@pytest.mark.parametrize("k, rho, tol", [(1.0, 0.5, 1e-9), (4.0, 0.95, 5e-8), (4.0, -0.6, 5e-8)])
+def test_tanh_pair_expectation_matches_nested_quad(k, rho, tol):
+    # E[tanh(z_a) tanh(z_b)] = E_{z_a}[tanh(z_a) E[tanh(z_b) | z_a]], z_b | z_a ~ N(ρ z_a, K(1−ρ²)):
+    # two nested SciPy quads. The pruned tensor rule (161 nodes above K = 1) measured 1.3e-8 at
+    # K = 4, ρ = 0.95 when written; tol allows a few times that.
+    sd = math.sqrt(k * (1 - rho * rho))
+
+    def inner(za):
+        m = rho * za
+        return quad(
+            lambda zb: math.tanh(zb) * math.exp(-((zb - m) ** 2) / (2 * sd * sd)),
+            m - 12 * sd,
+            m + 12 * sd,
+            points=[0.0] if abs(m) < 12 * sd else None,
+            epsabs=1e-14,
+            limit=200,
+        )[0] / (math.sqrt(2 * math.pi) * sd)
+
+    ref = _quad_expectation(lambda za: math.tanh(za) * inner(za), k)
+    assert float(pair_expectations("tanh", k, rho)[0]) == pytest.approx(ref, abs=tol)
+
+
+def test_plain_gauss_hermite_is_inaccurate_at_large_k():
+    # Why the switch: the brief's warning, measured (301 nodes, ⟨tanh'²⟩ at K = 30).
+    x, w = gauss_hermite(301)
+    plain = float(((1 - np.tanh(math.sqrt(30.0) * x) ** 2) ** 2) @ w)
+    ref = _quad_expectation(lambda z: (1 - math.tanh(z) ** 2) ** 2, 30.0)
+    assert abs(plain - ref) > 1e-4
+
+
+def test_gelu_and_silu_critical_points_match_an_independent_integral():
+    # χ_∥ = χ_⊥ = 1 at a fixed point K* > 0 ⇔ ⟨σσ''⟩_K* = 0 (Stein), C_W = 1/⟨σ'²⟩_K*,
+    # C_b = K* − C_W⟨σ²⟩_K*, all by SciPy quad + brentq here (GELU: (0.17292, 1.98305), K* =
+    # 3.5616; SiLU: (0.55514, 1.98800), K* = 14.320). Tolerance 1e-8: both sides' rounding.
+    for act in ("gelu", "silu"):
+        kstar = brentq(
+            lambda k, a=act: _quad_expectation(
+                lambda z: float(cr_sigma(a, z) * cr_sigma(a, z, 2)), k
+            ),
+            1.0,
+            30.0,
+            xtol=1e-12,
+        )
+        cw = 1 / _quad_expectation(lambda z, a=act: float(cr_sigma(a, z, 1)) ** 2, kstar)
+        cb = kstar - cw * _quad_expectation(lambda z, a=act: float(cr_sigma(a, z)) ** 2, kstar)
+        assert cr.critical_point(act) == pytest.approx((cb, cw), abs=1e-8)
+    # GELU's K* is a marginal (tangent) fixed point: found as the root of χ_∥ − 1, not by a
+    # sign change of K − C_W⟨σ²⟩ − C_b (which rounding would shift by √(rounding)).
+    cb, cw = cr.critical_point("gelu")
+    assert cr.fixed_point("gelu", cw, cb) == pytest.approx(3.5615528128, abs=1e-8)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "linear", "gelu", "silu"])
+@pytest.mark.parametrize("cw, cb", [(0.05, 0.0), (10.0, 5.0), (2.0, 0.0)])
+def test_flows_at_extreme_knobs_raise_no_numpy_warnings(act, cw, cb):
+    # Kernels that underflow to 0 or overflow to inf leave NaN correlations, never a warning
+    # (a warning would read as an error in the dashboard's notes) or an exception.
+    # (A StudyWarning, the lab's note to the user, is allowed: tanh at C_W = 10 reaches K = 15.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ds = cr.CriticalityStudy(activation=act, cw=cw, cb=cb, depth=400).flows()
+    assert ds.sizes["layer"] == 401 and ds.rho[0] == 0.5
+
+
+def test_the_study_flows_equal_the_public_functions():
+    s = cr.CriticalityStudy(activation="gelu", cw=1.7, cb=0.1, depth=30, k0=0.8, rho0=0.3)
+    ds = s.flows()
+    np.testing.assert_array_equal(ds.rho, cr.correlation_flow("gelu", 1.7, 0.1, 30, 0.8, 0.3))
+    np.testing.assert_array_equal(ds.ntk, cr.ntk_flow("gelu", 1.7, 0.1, 30, 0.8)["ntk"])
+    np.testing.assert_array_equal(ds.n_kappa, cr.vertex_flow("gelu", 1.7, 0.1, 30, 0.8))
 
 
 def test_tanh_kernel_decays_like_one_over_two_l_at_criticality():

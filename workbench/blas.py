@@ -46,25 +46,24 @@ def single_blas_thread() -> Iterator[None]:
     left pinned at one thread, whatever the order in which threads enter and leave.
     """
     global _original
-    controller = _controller()
-    if controller is None:
-        yield
-        return
-    with _lock:
-        if _original is None:
-            counts = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
-            _original = max(counts, default=1)
-        original = _original
     depth = getattr(_local, "depth", 0)
-    if depth == 0:
+    # Nested blocks cost nothing: only the outermost one scans the libraries (about 5 ms) and
+    # sets and restores the limit, with the same controller.
+    controller = _controller() if depth == 0 else None
+    if depth == 0 and controller is not None:
+        with _lock:
+            if _original is None:
+                libs = controller.select(user_api="blas").lib_controllers
+                _original = max((lib.num_threads for lib in libs), default=1)
+            original = _original
         controller.limit(limits=1, user_api="blas")
     _local.depth = depth + 1
     try:
         yield
     finally:
         _local.depth = depth
-        if depth == 0:
-            _controller().limit(limits=original, user_api="blas")
+        if controller is not None:
+            controller.limit(limits=original, user_api="blas")
 
 
 def blas_threads() -> list[int]:

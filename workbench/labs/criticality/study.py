@@ -135,13 +135,13 @@ class CriticalityStudy(Study):
     def flows(self) -> xr.Dataset:
         """Infinite-width flows on ``layer`` = 0..L (cheap)."""
         a, cw, cb, depth, k0 = self.activation, self.cw, self.cb, self.depth, self.k0
-        ntk = theory.ntk_flow(a, cw, cb, depth, k0)
-        kern = ntk["kernel"]
+        # One kernel flow feeds every other flow (each public function would recompute it).
+        kern = theory.kernel_flow(a, cw, cb, depth, k0)
+        ntk = theory.ntk_from_kernel(a, cw, kern)
         with np.errstate(over="ignore", invalid="ignore"):
             chi_par, chi_perp = theory.susceptibilities(a, cw, cb, np.minimum(kern, 1e300))
-        rho = theory.correlation_flow(a, cw, cb, depth, k0, self.rho0)
-        with np.errstate(over="ignore", invalid="ignore"):
-            nkappa = theory.vertex_flow(a, cw, cb, depth, k0)
+        rho = theory.correlation_from_kernel(a, cw, cb, kern, self.rho0)
+        nkappa = theory.vertex_from_kernel(a, cw, kern)
         layer = np.arange(depth + 1)
         ds = xr.Dataset(
             {
@@ -177,8 +177,7 @@ class CriticalityStudy(Study):
         )
         kappa, err = mc.kurtosis_with_error(m2, m4)
         layers = np.arange(1, self.mc_depth + 1)
-        with np.errstate(over="ignore", invalid="ignore"):
-            leading = theory.vertex_flow(a, self.cw, self.cb, self.mc_depth, self.k0)[1:] / n
+        leading = theory.vertex_flow(a, self.cw, self.cb, self.mc_depth, self.k0)[1:] / n
         exact = np.full(layers.shape, np.nan)
         if a in SCALE_INVARIANT and self.cb == 0:
             exact = theory.kurtosis_exact_scale_invariant(a, n, layers)

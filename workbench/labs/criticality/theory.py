@@ -15,13 +15,16 @@ import numpy as np
 from scipy.optimize import brentq
 
 from workbench.labs.criticality.activations import (
+    PAIR_ACCURATE_K,
     SCALE_INVARIANT,
     check_activation,
     gauss_moments,
     pair_expectations,
 )
-from workbench.study import StudyInputError, checkpoint
+from workbench.study import StudyInputError, checkpoint, warn_user
 
+#: Activations whose pair expectations are closed forms (exact at every K).
+CLOSED_FORM_PAIRS = ("relu", "linear")
 #: Deepest flow computed (the dashboard's depth knob is capped below this).
 MAX_DEPTH = 100_000
 
@@ -67,24 +70,42 @@ def correlation_flow(
 
     ρ^(0) = rho0 is the inputs' correlation; K^(1)_12 = C_b + C_W rho0 k0 and
     K^(l+1)_12 = C_b + C_W⟨σ(z_a)σ(z_b)⟩ under the 2×2 Gaussian of layer l (2-D Gauss–Hermite,
-    ReLU arc-cosine closed form).
+    ReLU arc-cosine closed form). Where K^(l) overflows or underflows to 0, ρ is undefined: NaN.
     """
     activation = check_activation(activation)
     _check(cw, cb, depth, k0)
+    _check_rho(rho0)
+    return correlation_from_kernel(
+        activation, cw, cb, kernel_flow(activation, cw, cb, depth, k0), rho0
+    )
+
+
+def _check_rho(rho0):
     if not -1.0 <= rho0 <= 1.0:
         raise StudyInputError(f"input correlation ρ₀ must be between -1 and 1; got {rho0}")
-    kern = kernel_flow(activation, cw, cb, depth, k0)
-    rho = np.empty(int(depth) + 1)
+
+
+def correlation_from_kernel(activation: str, cw, cb, kern: np.ndarray, rho0: float) -> np.ndarray:
+    """:func:`correlation_flow` given the diagonal kernel ``kern`` (l = 0..depth) already computed."""
+    depth = kern.size - 1
+    rho = np.full(depth + 1, np.nan)
     rho[0] = rho0
-    k12 = cb + cw * rho0 * k0
-    for layer in range(1, int(depth) + 1):
-        rho[layer] = min(k12 / kern[layer], 1.0) if np.isfinite(kern[layer]) else np.nan
-        if not np.isfinite(rho[layer]):
-            rho[layer:] = np.nan
-            break
-        k12 = cb + cw * pair_expectations(activation, kern[layer], rho[layer])[0]
+    k12 = cb + cw * rho0 * kern[0]
+    for layer in range(1, depth + 1):
+        k = kern[layer]
+        if not (np.isfinite(k) and k > 0):
+            break  # overflowed or underflowed: the correlation is undefined from here on
+        rho[layer] = min(k12 / k, 1.0)
+        k12 = cb + cw * pair_expectations(activation, k, rho[layer])[0]
         if layer % 64 == 0:
             checkpoint()
+    big = kern[1:][np.isfinite(rho[1:])]
+    if activation not in CLOSED_FORM_PAIRS and big.size and big.max() > PAIR_ACCURATE_K:
+        warn_user(
+            f"the kernel reaches K = {big.max():.3g}: above K = {PAIR_ACCURATE_K:g} the two-input "
+            "Gaussian expectations of this activation are accurate to about 1e-5 (K = 10) to 1e-3 "
+            "(K = 30) only, so read the correlation flow as approximate there"
+        )
     return rho
 
 
@@ -147,6 +168,9 @@ def fixed_point(activation: str, cw: float, cb: float) -> float:
     i0 = int(np.argmin(g))
     if cb == 0 and i0 == 0:
         return 0.0
+    tangent = _tangent_fixed_point(key, cw, cb, grid)
+    if tangent is not None:
+        return tangent
     tail = g[i0:]
     above = np.flatnonzero(tail >= 0)
     if above.size == 0:
@@ -159,6 +183,28 @@ def fixed_point(activation: str, cw: float, cb: float) -> float:
         return k - cw * float(gauss_moments(key, k)["s2"]) - cb
 
     return float(brentq(gk, grid[j - 1], grid[j], xtol=1e-14, rtol=1e-14))
+
+
+def _tangent_fixed_point(key, cw, cb, grid) -> float | None:
+    """K at an extremum of g(K) = K − C_W⟨σ²⟩_K − C_b where g touches 0 (χ_∥ = 1 there: a
+    marginal fixed point, as at the GELU/SiLU critical points), else None.
+
+    There g ≈ ½ g''(K − K*)², so a rounding δ in ⟨σ²⟩ would move a sign-change search by
+    √(2δ/|g''|) (2 % for SiLU); the extremum itself, the root of g' = 1 − χ_∥, is well
+    conditioned.
+    """
+    slope = 1.0 - cw * gauss_moments(key, grid)["dk"]
+    flips = np.flatnonzero(np.sign(slope[1:-1]) != np.sign(slope[2:])) + 1
+    for i in flips:
+
+        def dg(k):
+            return 1.0 - cw * float(gauss_moments(key, k)["dk"])
+
+        kext = brentq(dg, grid[i], grid[i + 1], xtol=1e-14, rtol=1e-14)
+        gext = kext - cw * float(gauss_moments(key, kext)["s2"]) - cb
+        if abs(gext) <= 1e-11 * max(1.0, kext):
+            return float(kext)
+    return None
 
 
 def critical_line(activation: str, cb: float) -> float:
@@ -207,17 +253,34 @@ def correlation_depth_scale(activation: str, cw: float, cb: float) -> dict[str, 
         out["xi_c"] = math.nan if not np.isfinite(chi1) else math.inf
         return out
     if chi1 > 1:
-        c = 0.0
-        for _ in range(2000):
-            new = float((cb + cw * pair_expectations(activation, q, c)[0]) / q)
-            if abs(new - c) < 1e-13:
-                break
-            c = new
-        out["c_star"] = c
+        out["c_star"] = c = _chaotic_c_star(activation, cw, cb, q)
         out["chi_c"] = float(cw * pair_expectations(activation, q, c)[1])
     chi_c = out["chi_c"]
     out["xi_c"] = math.inf if chi_c == 1 else float(-1.0 / math.log(chi_c))
     return out
+
+
+def _chaotic_c_star(activation, cw, cb, q) -> float:
+    """The stable root c* < 1 of c ↦ (C_b + C_W⟨σσ⟩_{q, c})/q in the chaotic phase.
+
+    Brent's method on map(c) − c over [−1, 1 − 1e-6] (≥ 0 at −1 because a correlation is ≥ −1;
+    < 0 just below 1 since the map's slope there is χ₁ > 1); where rounding hides that sign
+    (χ₁ within ~1e-3 of 1), iterating the map converges instead (geometrically, rate χ_c).
+    """
+
+    def gap(c):
+        return float((cb + cw * pair_expectations(activation, q, c)[0]) / q) - c
+
+    top = 1.0 - 1e-6
+    if gap(-1.0) >= 0 > gap(top):
+        return float(brentq(gap, -1.0, top, xtol=1e-14, rtol=1e-14))
+    c = 0.0
+    for _ in range(2000):
+        step = gap(c)
+        c += step
+        if abs(step) < 1e-13:
+            break
+    return c
 
 
 def ntk_flow(
@@ -236,13 +299,18 @@ def ntk_flow(
     signal through l − 1 layers (Θ^(0) and grad at l = 0 are NaN and 1).
     """
     kern = kernel_flow(activation, cw, cb, depth, k0)
+    return ntk_from_kernel(activation, cw, kern, lambda_b, lambda_w)
+
+
+def ntk_from_kernel(activation, cw, kern, lambda_b=1.0, lambda_w=1.0) -> dict[str, np.ndarray]:
+    """:func:`ntk_flow` given the kernel ``kern`` (l = 0..depth) already computed."""
     with np.errstate(over="ignore", invalid="ignore"):
         m = gauss_moments(activation, np.minimum(kern, 1e300))
         chi_perp = cw * m["d2"]
         theta = np.full(kern.shape, np.nan)
         grad = np.ones(kern.shape)
-        theta[1] = lambda_b + lambda_w * k0
-        for layer in range(1, int(depth)):
+        theta[1] = lambda_b + lambda_w * kern[0]
+        for layer in range(1, kern.size - 1):
             theta[layer + 1] = lambda_b + lambda_w * m["s2"][layer] + chi_perp[layer] * theta[layer]
             grad[layer + 1] = grad[layer] * chi_perp[layer]
     return {"kernel": kern, "ntk": theta, "grad": grad, "chi_perp": chi_perp}
@@ -254,15 +322,21 @@ def vertex_flow(activation: str, cw: float, cb: float, depth: int, k0: float) ->
     V^(1) = 0, V^(l+1) = χ_∥² V^(l) + C_W²(⟨σ⁴⟩ − ⟨σ²⟩²)_{K^(l)} (book eq. 4.90 at leading
     order in 1/n); κ ≈ 3V/(nK²). ReLU at criticality: 15(L − 1); tanh: κn/L → 2.
     """
-    kern = kernel_flow(activation, cw, cb, depth, k0)
-    m = gauss_moments(activation, kern)
-    chi_par = cw * m["dk"]
-    source = cw * cw * (m["s4"] - m["s2"] ** 2)
-    v = np.zeros(kern.shape)
-    for layer in range(1, int(depth)):
-        v[layer + 1] = chi_par[layer] ** 2 * v[layer] + source[layer]
-    out = 3.0 * v / kern**2
+    return vertex_from_kernel(activation, cw, kernel_flow(activation, cw, cb, depth, k0))
+
+
+def vertex_from_kernel(activation, cw, kern: np.ndarray) -> np.ndarray:
+    """:func:`vertex_flow` given the kernel ``kern`` (l = 0..depth); NaN where K over/underflows."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        m = gauss_moments(activation, np.minimum(kern, 1e300))
+        chi_par = cw * m["dk"]
+        source = cw * cw * (m["s4"] - m["s2"] ** 2)
+        v = np.zeros(kern.shape)
+        for layer in range(1, kern.size - 1):
+            v[layer + 1] = chi_par[layer] ** 2 * v[layer] + source[layer]
+        out = 3.0 * v / kern**2
     out[0] = np.nan
+    out[~(np.isfinite(kern) & (kern > 0))] = np.nan
     return out
 
 

@@ -1,0 +1,187 @@
+"""Knob widgets and link text, both made from a Study's ``param`` declarations.
+
+``widget_for`` builds a widget whose range, step, label and tooltip come from the knob's
+declaration (so it can never offer a value the Study refuses); ``parse_value`` reads URL or
+text-box input by the knob's type (never ``eval``, length-bounded); ``link_text`` writes clean
+values back; ``session_query`` reads a page's query string, bounded before it is decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import panel as pn
+import param
+
+from workbench.study import Study, StudyInputError, knob_label
+
+#: Longest URL value read for a knob (longer values are refused with a message, unread).
+MAX_LINK_VALUE = 200
+#: Longest URL value decoded for any knob, whatever its own limit (bounds the work per request).
+MAX_LINK_TEXT = 4096
+
+
+def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
+    """A widget for knob ``name`` made from its declaration (bounds, step, label, doc).
+
+    ``override`` may name a ``widget`` class (e.g. ``pn.widgets.RadioButtonGroup``) and
+    ``options`` for a DiscreteSlider (a log scale); any other key is passed to the widget.
+    """
+    p = study.param[name]
+    label = p.label or name
+    value = getattr(study, name)
+    widget_type = override.pop("widget", None)
+    kwargs: dict[str, Any] = {"label": label, "value": value}
+    if isinstance(p, param.Selector):
+        names = p.names or {str(o): o for o in p.objects}
+        widget_type = widget_type or pn.widgets.Select
+        kwargs["options"] = dict(names)
+    elif isinstance(p, param.Boolean):
+        widget_type = widget_type or pn.widgets.Checkbox
+    elif isinstance(p, param.Integer | param.Number):
+        integer = isinstance(p, param.Integer)
+        lo, hi = _widget_range(p)
+        if widget_type is pn.widgets.DiscreteSlider:
+            options = [v for v in override.pop("options") if _within(p, v)]
+            kwargs["options"] = options
+            kwargs["value"] = min(options, key=lambda v: _stop_distance(v, value))
+        elif lo is None or hi is None:
+            widget_type = widget_type or (pn.widgets.IntInput if integer else pn.widgets.FloatInput)
+            kwargs.update({"start": p.bounds[0] if p.bounds else None})
+            if p.bounds and p.bounds[1] is not None:
+                kwargs["end"] = p.bounds[1]
+        else:
+            widget_type = widget_type or (
+                pn.widgets.IntSlider if integer else pn.widgets.FloatSlider
+            )
+            kwargs.update({"start": lo, "end": hi})
+            if p.step is not None:
+                kwargs["step"] = p.step
+    elif isinstance(p, param.NumericTuple):
+        widget_type = widget_type or pn.widgets.TextInput
+        kwargs["value"] = ", ".join(f"{v:g}" for v in value)
+        kwargs["max_length"] = MAX_LINK_VALUE
+    else:
+        widget_type = widget_type or pn.widgets.TextInput
+        kwargs["value"] = str(value)
+    kwargs.update(override)
+    if "description" in widget_type.param and p.doc:
+        kwargs.setdefault("description", p.doc)
+    return widget_type(**kwargs)
+
+
+def _stop_distance(stop: float, value: float) -> float:
+    """Distance between slider stops: on a log scale where both are positive, else linear
+    (a stop of 0, e.g. "no jitter", must not crash the log)."""
+    if stop > 0 and value > 0:
+        return abs(math.log(stop / value))
+    return abs(stop - value)
+
+
+def _widget_range(p: param.Parameter) -> tuple[Any, Any]:
+    """Soft bounds inside hard bounds: what a slider shows can always be accepted."""
+    lo, hi = p.bounds or (None, None)
+    soft = p.softbounds or (None, None)
+    lo = soft[0] if soft[0] is not None and (lo is None or soft[0] >= lo) else lo
+    hi = soft[1] if soft[1] is not None and (hi is None or soft[1] <= hi) else hi
+    return lo, hi
+
+
+def _within(p: param.Parameter, value: float) -> bool:
+    lo, hi = p.bounds or (None, None)
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
+
+
+def widget_range(widget: pn.widgets.Widget) -> tuple[Any, Any] | None:
+    """(lowest, highest) value a numeric widget can offer, or None for a non-numeric one."""
+    if isinstance(widget, pn.widgets.DiscreteSlider):
+        return min(widget.options), max(widget.options)
+    if hasattr(widget, "start") and hasattr(widget, "end"):
+        return widget.start, widget.end
+    return None
+
+
+def parse_value(study: Study, name: str, text: str, limit: int = MAX_LINK_VALUE) -> Any:
+    """Text from a link or a text box, parsed by the knob's type (never ``eval``).
+
+    Raises StudyInputError with the knob's label and what it accepts; text longer than
+    ``limit`` characters is refused unread.
+    """
+    p = study.param[name]
+    label = knob_label(study, name)
+    if len(text) > limit:
+        raise StudyInputError(f"{label}: the value is over {limit} characters long and was ignored")
+    text = text.strip()
+    try:
+        if isinstance(p, param.Selector):
+            names = p.names or {}
+            if text in names:
+                return names[text]
+            for obj in p.objects:
+                if str(obj) == text or (isinstance(obj, float) and _float_equal(text, obj)):
+                    return obj
+            raise ValueError
+        if isinstance(p, param.Boolean):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(p, param.Integer):
+            value = float(text)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if isinstance(p, param.Number):
+            return float(text)
+        if isinstance(p, param.NumericTuple):
+            parts = [float(part) for part in text.replace("(", "").replace(")", "").split(",")]
+            return tuple(parts)
+    except ValueError:
+        raise StudyInputError(study._refusal(name, text)) from None
+    return text
+
+
+def _float_equal(text: str, value: float) -> bool:
+    try:
+        return math.isclose(float(text), value, rel_tol=1e-12)
+    except ValueError:
+        return False
+
+
+def link_text(value: Any) -> str:
+    """A knob value as clean URL text: ``2.011`` not ``2.0109999999999997``, tuples as ``a,b``."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    if isinstance(value, tuple | list):
+        return ",".join(link_text(v) for v in value)
+    return str(value)
+
+
+def in_session() -> bool:
+    """True inside a browser session served by Panel (not in tests or notebooks)."""
+    doc = pn.state.curdoc
+    return doc is not None and doc.session_context is not None
+
+
+def session_query() -> dict[str, str]:
+    """The page URL's query as text (``?dim=40``), each value bounded before it is decoded."""
+    if not in_session():
+        return {}
+    out = {}
+    for key, raw in (pn.state.session_args or {}).items():
+        if raw:
+            value = raw[0]
+            # Decode a bounded prefix so a huge value costs nothing; parse_value refuses it.
+            text = value[: MAX_LINK_TEXT + 1].decode("utf-8", errors="replace")
+            out[str(key)[:64]] = text
+    return out
+
+
+def quote_link(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe=",.-_")
