@@ -70,7 +70,11 @@ class DistanceTable:
         return out
 
     def _summaries(self, bandwidths: np.ndarray) -> dict[str, np.ndarray]:
-        if len(bandwidths) >= estimator.BINNED_MIN_BANDWIDTHS and hasattr(self.xp, "bincount"):
+        # Binned (certified to 1e-8 nats) for grids, and for single bandwidths once the bins
+        # exist: a slider move then costs O(bins) instead of an exponential per table entry.
+        # The unsorted slice table bins on its first call (one pass, about four exact ones).
+        many = len(bandwidths) >= estimator.BINNED_MIN_BANDWIDTHS
+        if hasattr(self.xp, "bincount") and (many or self._bins is not None or not self.sorted):
             out = self._binned_summaries(bandwidths)
         else:
             out = self._exact_summaries(bandwidths)
