@@ -544,7 +544,7 @@ class LabDashboard:
             *self.knob_widgets(),
             *self.sidebar_extras(),
             pn.Row(copy_link, reset),
-            shell.export_buttons(self.dataset, self.figure, info.lab),
+            shell.export_buttons(self.dataset, self.figure, info.lab, self.study.values),
         ]
         main = [
             shell.nav_bar(info.lab),

@@ -171,13 +171,19 @@ def lab_page(info, *, knobs: list, status: StatusLine, plots, dataset, figure, t
 
 
 def export_buttons(
-    get_dataset: Callable, get_figure: Callable, basename: str
+    get_dataset: Callable,
+    get_figure: Callable,
+    basename: str,
+    get_knobs: Callable[[], dict] | None = None,
 ) -> pn.viewable.Viewable:
-    """Download the current data (CSV, NetCDF) and figure (standalone HTML)."""
+    """Download the current data (CSV, NetCDF) and figure (standalone HTML).
+
+    The CSV starts with the knob values (``# name = value`` lines, from ``get_knobs``)."""
     from workbench import sweep
 
     def csv():
-        return io.StringIO(sweep.to_csv(get_dataset()))
+        knobs = get_knobs() if get_knobs is not None else None
+        return io.StringIO(sweep.to_csv(get_dataset(), header=knobs))
 
     def netcdf():
         # h5netcdf needs a real file-like object with seek; BytesIO is enough.

@@ -216,6 +216,16 @@ def test_export_html_is_self_contained():
     assert isinstance(csv.callback(), io.StringIO)
 
 
+def test_page_csv_starts_with_the_knob_values():
+    d = ToyDashboard()
+    page_buttons = lab_app.shell.export_buttons(d.dataset, d.figure, "toy", d.study.values)
+    csv = [w for w in page_buttons.objects if getattr(w, "filename", "") == "toy.csv"][0]
+    lines = csv.callback().read().splitlines()
+    knobs = d.study.values()
+    assert lines[: len(knobs)] == [f"# {k} = {v}" for k, v in knobs.items()]
+    assert not lines[len(knobs)].startswith("#")  # then the table
+
+
 # --- the same page in a real browser ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_url():

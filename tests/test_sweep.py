@@ -194,3 +194,15 @@ def test_csv_of_mixed_dims_is_long_not_a_cartesian_blowup():
 def test_nan_is_named_as_not_finite(tmp_path):
     with pytest.raises(StudyInputError, match="finite"):
         sweep.run(Counting(), {"a": [float("nan")]}, cache_dir=tmp_path)
+
+
+def test_csv_header_carries_the_settings_and_reads_back(tmp_path):
+    import pandas as pd
+
+    ds = xr.Dataset({"y": (("a",), [1.0, 2.0])}, coords={"a": [0.5, 1.5]})
+    text = sweep.to_csv(ds, header={"dim": 20, "note": "two\nlines"})
+    assert text.splitlines()[:2] == ["# dim = 20", "# note = two lines"]  # one line per setting
+    path = tmp_path / "h.csv"
+    sweep.to_csv(ds, path, header={"dim": 20})
+    back = pd.read_csv(path, comment="#")
+    assert list(back.columns) == ["a", "y"] and back["y"].tolist() == [1.0, 2.0]

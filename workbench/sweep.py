@@ -267,8 +267,14 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     return path
 
 
-def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
+def to_csv(
+    ds: xr.Dataset, path: str | os.PathLike | None = None, *, header: dict | None = None
+) -> str | None:
     """Write ``ds`` as CSV (returns the text if ``path`` is None).
+
+    ``header``: settings written first as ``# name = value`` comment lines (a page export puts
+    the knob values there, so the file says what it was computed for); read it back with
+    ``pandas.read_csv(path, comment="#")``.
 
     When every variable has the same dims, one wide table: a row per coordinate tuple, a column
     per variable. When dims differ (a per-iteration error beside a per-sample trajectory), a
@@ -278,6 +284,14 @@ def to_csv(ds: xr.Dataset, path: str | os.PathLike | None = None) -> str | None:
     """
     import pandas as pd
 
+    if header:
+        lines = "".join(f"# {name} = {_one_line(value)}\n" for name, value in header.items())
+        text = to_csv(ds)
+        if path is None:
+            return lines + text
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(lines + text)
+        return None
     swept = [d for d in ds.attrs.get("swept", "").split(",") if d in ds.dims]
     dim_order = swept + [d for d in ds.dims if d not in swept]
     if len({frozenset(ds[v].dims) for v in ds.data_vars}) <= 1:
@@ -312,3 +326,8 @@ def iter_values(text: str) -> Iterable[Any]:
                 yield float(token)
             except ValueError:
                 yield token
+
+
+def _one_line(value: object) -> str:
+    """A header value on one line (a newline in a value would end the comment)."""
+    return " ".join(str(value).split())
