@@ -130,3 +130,24 @@ def test_property_binned_within_the_bound_of_exact(n, d, spread, seed):
     fast = estimator.log_density(query, data, h, method="binned")
     exact = estimator.log_density(query, data, h, method="exact")
     assert np.abs(fast - exact).max() <= ISSUE_BOUND_NATS
+
+
+def test_binned_path_memory_stays_bounded_by_the_chunk_not_the_table():
+    """n = 200,000 points, 64 queries: a full (m × n) table would be 102 MB; the binned path
+    holds one ≤ chunk_bytes distance block, one row group's accumulator (7 moments × rows ×
+    bins) and a few cache-sized block temporaries."""
+    import tracemalloc
+
+    query, data = gaussian(64, 200_000, 4, seed=5)
+    chunk = 4 * 2**20
+    tracemalloc.start()
+    try:
+        estimator.kde_summary(query, data, np.geomspace(0.05, 5, 16), chunk_bytes=chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    group_rows = max(1, chunk // (8 * len(data)))
+    bins = (64 + 12) * 2**laplace.SUB_BITS  # octaves from the floor (≈ 2^-50) to 2^12, say
+    bound = chunk + 8 * (laplace.ORDER + 1) * group_rows * bins + 64 * laplace.BLOCK_ELEMS
+    assert peak < bound + 8 * 2**20, (peak, bound)  # + 8 MB of small arrays
+    assert peak < 8 * 64 * len(data) / 4  # far below the full table
