@@ -11,6 +11,7 @@ from __future__ import annotations
 import holoviews as hv
 import panel as pn
 
+from apps import shell
 from apps.lab_app import LabDashboard
 from workbench.labs import criticality as cr
 from workbench.labs.criticality import figures
@@ -101,9 +102,9 @@ class CriticalityDashboard(LabDashboard):
         self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in self._figures().items()}
         p = self.panes
         return pn.Column(
-            pn.Row(p["kernel"], p["correlation"], sizing_mode="stretch_width"),
-            pn.Row(p["phase"], p["gradients"], sizing_mode="stretch_width"),
-            pn.Row(p["histogram"], p["kurtosis"], sizing_mode="stretch_width"),
+            shell.row(p["kernel"], p["correlation"]),
+            shell.row(p["phase"], p["gradients"]),
+            shell.row(p["histogram"], p["kurtosis"]),
             sizing_mode="stretch_width",
         )
 

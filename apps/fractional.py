@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import panel as pn
 
+from apps import shell
 from apps.lab_app import LabDashboard
 from workbench.labs import fractional as fr
 from workbench.labs.fractional import figures
@@ -114,10 +115,10 @@ class FractionalDashboard(LabDashboard):
         self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in figs.items()}
         p = self.panes
         return pn.Column(
-            pn.Row(p["symbol"], p["symbol_pi"], sizing_mode="stretch_width"),
-            pn.Row(p["cond"], p["errors"], sizing_mode="stretch_width"),
-            pn.Row(p["residual"], p["counts"], sizing_mode="stretch_width"),
-            pn.Row(p["solution"], p["error"], sizing_mode="stretch_width"),
+            shell.row(p["symbol"], p["symbol_pi"]),
+            shell.row(p["cond"], p["errors"]),
+            shell.row(p["residual"], p["counts"]),
+            shell.row(p["solution"], p["error"]),
             sizing_mode="stretch_width",
         )
 

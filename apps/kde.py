@@ -7,11 +7,16 @@ cached distance tables (:meth:`KDEStudy.at_bandwidth`, no new distances), the li
 in place and only the two per-h panels re-render. d, α, the query count and the seed are
 expensive: the base recomputes them off the event loop; the grid panels
 (:meth:`KDEStudy.panels`) are shared across sessions through a read-only cache.
+
+Own data: the ``data`` knob picks scikit-learn's digits or an upload (:mod:`apps.uploads`: the
+file is read by :func:`workbench.labs.kde.userdata.load_sample` and kept in this session's
+Study only); the KL, heavy-tail and histogram panels then show what a sample with an unknown
+density allows (held-out score, points carrying the estimate, held-out log ρ̂).
 """
 
 from __future__ import annotations
 
-import functools
+import html
 
 import holoviews as hv
 import numpy as np
@@ -19,8 +24,11 @@ import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from apps.uploads import UploadBox
+from workbench import plots
 from workbench.labs import kde
 from workbench.labs.kde import figures as figs
+from workbench.labs.kde import userdata
 
 #: Bandwidth slider stops: the old log-spaced stops (links made with them still land on a stop)
 #: plus the default h = 1, so slider and plots agree at start.
@@ -30,6 +38,9 @@ STATIC = ("kl", "participation", "regime", "heavy_tail")
 #: Panels re-rendered for every bandwidth (a histogram and a slice: a few glyphs each).
 LIVE = ("distribution", "slice")
 PLOT_HEIGHT = 330
+
+#: Colour of the live markers: the library's "you are here" colour (visible on both themes).
+HERE = plots.HERE_COLOUR
 
 EXPLANATION = r"""
 **What you see.** n = e^(αd) points y₁…y_n from N(0, I_d) and the Gaussian kernel density
@@ -53,11 +64,28 @@ at m query points x ~ N(0, I_d), where the true density ρ is known.
 * **Slice**: log ρ̂ along the line through the two data points nearest a query point: smooth at
   large h, peaked on the data at small h.
 
+**Your own data** (the *data* knob: digits, or a file you upload). Features are standardised
+(mean 0, std 1; constant ones dropped) and a seeded random 20 % of the points (at most m) is held
+out as query points. The true density is unknown, so the first panel shows the **held-out mean
+log ρ̂** (a proper score, higher is better: its best h estimates the KL-optimal one) with the
+Gaussian thresholds h_KL, h_G, h_CLT at the sample's n and d (α = log n / d) for reference; Y₂ is
+compared with the Gaussian REM at that n and d; the heavy-tail panel becomes the number of points
+carrying ρ̂, the histogram shows log ρ̂/d on the held-out points.
+
 """ + (
     f"Sizes: n over {kde.data.SLOW_POINTS:,} points takes tens of seconds. Every setting must fit "
     f"a fixed {kde.MEMORY_BUDGET_BYTES / 2**30:g} GiB memory budget (data, distance tables, "
     f"heavy-tail panel): at d = 20 with m = 200 query points that is n up to "
     f"{kde.max_points(20, 200):,} points; a setting over it is refused at once, naming the knobs.\n"
+)
+
+
+UPLOAD_CAPS = (
+    f"A .npy or .csv file, rows = points, columns = dimensions: at most "
+    f"{userdata.UPLOAD_MAX_BYTES // 2**20} MiB (the file, and the array as float64: "
+    f"{userdata.UPLOAD_MAX_BYTES // 8:,} numbers), {userdata.MIN_POINTS} to "
+    f"{userdata.MAX_POINTS:,} points, 1 to {userdata.MAX_DIM:,} dimensions. Pickled .npy files "
+    "are refused unread. The data stay in this page's session only (never saved)."
 )
 
 
@@ -75,6 +103,7 @@ class KDEDashboard(LabDashboard):
     }
 
     def __init__(self, query=None):
+        self._good_own = None  # the upload of the last good view (restored after a failure)
         self.player = pn.widgets.Player(
             label="animate h",
             start=0,
@@ -90,23 +119,34 @@ class KDEDashboard(LabDashboard):
         self.size_note = pn.pane.Markdown("", margin=(0, 10))
         self.tick = hv.streams.Counter()  # re-renders the per-h panels in place
         self.markers = {
-            "kl": shell.LiveMarker("point", size=12, marker="diamond", color="black"),
-            "participation": shell.LiveMarker("point", size=12, marker="diamond", color="black"),
-            "regime": shell.LiveMarker("point", size=14, marker="x", line_width=3, color="black"),
+            "kl": shell.LiveMarker("point", size=12, marker="diamond", color=HERE),
+            "participation": shell.LiveMarker("point", size=12, marker="diamond", color=HERE),
+            "regime": shell.LiveMarker("point", size=14, marker="x", line_width=3, color=HERE),
             "heavy_tail": shell.LiveMarker(
-                "vline", line_color="black", line_dash="dotted", line_width=2
+                "vline", line_color=HERE, line_dash="dotted", line_width=2
             ),
         }
         super().__init__(query)
+        self.upload = UploadBox(
+            title="Your data",
+            caps=UPLOAD_CAPS,
+            suffixes=(".npy", ".csv"),
+            max_bytes=userdata.UPLOAD_MAX_BYTES,
+            on_file=self._use_file,
+            status=self.status,
+        )
 
     # --- heavy work (worker thread, on a snapshot) -------------------------------------------
     def compute(self, study):
-        return {**study.panels(), **study.at_bandwidth()}
+        return {**study.panels(), **study.at_bandwidth(), "source": study.source}
 
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
-        self.size_note.object = self.study.size_note()
+        self._good_own = self.study.own_sample
+        self.size_note.object = html.escape(self.study.size_note())  # may name an uploaded file
+        for name in ("dim", "alpha"):  # d and n come from own data
+            self.widgets[name].disabled = result["source"] != "gaussian"
         self._move_markers()
         self._sync_player()
         if hasattr(self, "panes"):
@@ -121,16 +161,22 @@ class KDEDashboard(LabDashboard):
         self._sync_player()
         self.tick.event()
 
+    def _own(self):
+        return self.result["source"] != "gaussian"
+
     def _move_markers(self):
         h, current = float(self.study.bandwidth), self.result["current"]
-        self.markers["kl"].move(h, float(current["kl_per_dim"][0]))
+        first = "log_density_mean" if self._own() else "kl_per_dim"
+        self.markers["kl"].move(h, float(current[first][0]))
         self.markers["participation"].move(h, float(current["participation_ratio"][0]))
-        self.markers["regime"].move(float(self.study.alpha), h)
+        self.markers["regime"].move(float(current.attrs["alpha"]), h)  # own data: log(n)/d
         self.markers["heavy_tail"].move(h)
 
     def _figure(self, name):
         r = self.result
         t = r["thresholds"]
+        if self._own() and name in ("kl", "heavy_tail", "distribution"):
+            return self._own_figure(name)
         if name == "kl":
             return figs.kl_figure(r["sweep"], t)
         if name == "participation":
@@ -144,6 +190,15 @@ class KDEDashboard(LabDashboard):
             kl = float(r["current"]["kl_per_dim_finite"][0])
             return figs.distribution_figure(log_hat, log_true, self.study.dim, kl, r["h"])
         return figs.slice_figure(r["slice"])
+
+    def _own_figure(self, name):
+        r = self.result
+        if name == "kl":
+            return figs.heldout_figure(r["sweep"], r["thresholds"])
+        if name == "heavy_tail":
+            return figs.points_figure(r["sweep"], r["thresholds"])
+        dim = int(r["current"].attrs["dim"])
+        return figs.heldout_distribution_figure(r["samples"][0], dim, r["h"])
 
     def _static(self, name):
         return self._figure(name).opts(hooks=[self.markers[name].hook])
@@ -161,7 +216,7 @@ class KDEDashboard(LabDashboard):
             for name in (*STATIC, *LIVE)
         }
         p = self.panes
-        row = functools.partial(pn.Row, sizing_mode="stretch_width")
+        row = shell.row
         return pn.Column(
             row(p["kl"], p["participation"]),
             row(p["distribution"], p["regime"]),
@@ -173,6 +228,23 @@ class KDEDashboard(LabDashboard):
     def knob_widgets(self):
         items = dict(zip(self.widgets, super().knob_widgets(), strict=True))
         return [items.pop("bandwidth"), self.player, *items.values(), self.size_note]
+
+    def sidebar_extras(self):
+        return [self.upload.view]
+
+    # --- your own data ------------------------------------------------------------------------
+    def _use_file(self, path, name):
+        """Read an upload (ValueError refuses it, the previous data stay) and show it."""
+        previous = self.study.own_sample
+        self.study.use_sample(userdata.load_sample(path, name=name))
+        if self.study.source == "upload":
+            self.status.clear()
+            self.recompute()  # same knobs, new data
+        elif not self.request({"source": "upload"}):  # refused: the alert says why
+            self.study.use_sample(previous)
+
+    def on_restored(self):
+        self.study.use_sample(self._good_own)  # a failed view: back to the last good data
 
     def _on_player(self, event):
         if not self._moving_player:
@@ -194,10 +266,11 @@ class KDEDashboard(LabDashboard):
 
     def figure(self):
         h, current = float(self.study.bandwidth), self.result["current"]
+        first = "log_density_mean" if self._own() else "kl_per_dim"
         marks = {
-            "kl": figs.current_point(h, float(current["kl_per_dim"][0])),
+            "kl": figs.current_point(h, float(current[first][0])),
             "participation": figs.current_point(h, float(current["participation_ratio"][0])),
-            "regime": figs.current_point(float(self.study.alpha), h),
+            "regime": figs.current_point(float(current.attrs["alpha"]), h),
             "heavy_tail": figs.current_line(h),
         }
         panels = [self._figure(name) * marks[name] for name in STATIC]

@@ -3,6 +3,10 @@
 Layout and bindings only; every number comes from :mod:`workbench.labs.kvcache`. Ranks, bits and
 the spectrum view are cheap (one layer, one point: a few ms, updated in place on the event
 loop); every other knob recomputes the spectra, the rank curves and the Pareto grid off the loop.
+
+Your own keys/values: an upload (:mod:`apps.uploads`) is read by
+:func:`workbench.labs.kvcache.activations_from_file` and kept in this session's Study only
+(``source`` = "upload"); text and layer then do not apply and are disabled.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import html
 
 import panel as pn
 
+from apps import shell
 from apps.lab_app import LabDashboard
+from apps.uploads import UploadBox
 from workbench.labs import kvcache as kv
-from workbench.labs.kvcache import figures
+from workbench.labs.kvcache import figures, userdata
 
 #: Ranks of the Pareto grid (r_K = r_V = r); with the 9 bit-widths: 90 points × 4 layers.
 PARETO_RANKS = (1, 2, 4, 8, 13, 16, 24, 32, 48, 64)
@@ -36,7 +42,17 @@ latents to b bits (x̂ = α + S·round((x − α)/S), S = (β − α)/(2^b − 1
 * **SQNR**: min–max quantizer on U(−1, 1) against 20 log₁₀(2ᵇ − 1) and the 6.02 b dB line.
 
 The next-token loss change is noisy on this tiny model: read the layer-local errors first.
+
+**Your own K/V** (upload below): one array (tokens × head_dim or heads × tokens × head_dim) is
+analysed as the cache on both sides (keys = values, queries = keys), or a .safetensors file with
+tensors named keys and values (optionally queries). No weights come with a file: PCA or ThinK.
 """
+UPLOAD_CAPS = (
+    f"A .npy or .safetensors file: at most {userdata.USER_MAX_BYTES // 2**20} MiB per tensor as "
+    f"float64, {userdata.MAX_TOKENS} tokens, {userdata.MAX_HEADS} heads and "
+    f"{userdata.MAX_HEAD_DIM} channels per head (an even number). Pickled files are refused "
+    "unread. The arrays stay in this page's session only (never saved)."
+)
 
 
 class KVCacheDashboard(LabDashboard):
@@ -50,12 +66,25 @@ class KVCacheDashboard(LabDashboard):
         "symmetric": {"widget": pn.widgets.Checkbox},
     }
 
+    def __init__(self, query=None):
+        self._good_user = None  # the arrays of the last good view (restored after a failure)
+        super().__init__(query)
+        self.upload = UploadBox(
+            title="Your keys and values",
+            caps=UPLOAD_CAPS,
+            suffixes=userdata.SUFFIXES,
+            max_bytes=userdata.USER_MAX_BYTES * len(userdata.NAMES),
+            on_file=self._use_file,
+            status=self.status,
+        )
+
     # --- heavy work (worker thread, on a snapshot) -------------------------------------------
     def compute(self, study):
+        ranks = [r for r in PARETO_RANKS if r <= study.max_rank]
         return {
             "spectra": study.spectra(),
             "ranks": study.reconstruction_errors(),
-            "grid": study.grid(ranks=PARETO_RANKS),
+            "grid": study.grid(ranks=ranks),
             "point": self._point(study),
             "here": study.evaluate(),
             "sqnr": _sqnr(),
@@ -65,13 +94,14 @@ class KVCacheDashboard(LabDashboard):
     @staticmethod
     def _point(study):
         """The current (r_K, r_V) over every bit-width (no loss replay: the bits figure)."""
-        return kv.KVCacheStudy(**{**study.values(), "loss": False}).evaluate(
-            bits=list(kv.study.DEFAULT_BITS)
-        )
+        return study.session_copy(loss=False).evaluate(bits=list(kv.study.DEFAULT_BITS))
 
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
+        self._good_user = self.study.user_arrays
+        for name in ("text", "layer"):  # user arrays: one layer, no text
+            self.widgets[name].disabled = self.study.data_source == "user"
         self.front = kv.pareto_points(result["grid"])
         if hasattr(self, "panes"):
             self._draw(set(self.panes))
@@ -93,10 +123,10 @@ class KVCacheDashboard(LabDashboard):
         here = r["here"].isel(bits=0, rank_k=0, rank_v=0)
         build = {
             "spectrum": lambda: figures.spectrum_figure(
-                r["spectra"], s.layer, s.spectrum_head, s.centered
+                r["spectra"], s.spectrum_layer, s.spectrum_head, s.centered
             ),
             "energy": lambda: figures.energy_figure(
-                r["spectra"], s.layer, s.spectrum_head, s.centered
+                r["spectra"], s.spectrum_layer, s.spectrum_head, s.centered
             ),
             "rank": lambda: figures.rank_error_figure(r["ranks"], b, (s.rank_k, s.rank_v)),
             "bits": lambda: figures.bits_error_figure(r["point"]),
@@ -140,12 +170,30 @@ class KVCacheDashboard(LabDashboard):
         self.numbers = pn.pane.Markdown(self._numbers(), sizing_mode="stretch_width")
         p = self.panes
         return pn.Column(
-            pn.Row(self.numbers, p["pareto"], sizing_mode="stretch_width"),
-            pn.Row(p["spectrum"], p["energy"], sizing_mode="stretch_width"),
-            pn.Row(p["rank"], p["bits"], sizing_mode="stretch_width"),
-            pn.Row(p["sqnr"], sizing_mode="stretch_width"),
+            shell.row(self.numbers, p["pareto"]),
+            shell.row(p["spectrum"], p["energy"]),
+            shell.row(p["rank"], p["bits"]),
+            shell.row(p["sqnr"]),
             sizing_mode="stretch_width",
         )
+
+    # --- your own arrays ----------------------------------------------------------------------
+    def sidebar_extras(self):
+        return [self.upload.view]
+
+    def _use_file(self, path, name):
+        """Read an upload (ValueError refuses it; the previous data stay) and analyse it."""
+        ds = kv.activations_from_file(path, name=name)
+        self.study.use_arrays(ds)  # source "upload", PCA, ranks within the arrays' width
+        self.status.clear()
+        self.sync_widgets()
+        self.write_link()
+        self.recompute()
+
+    def on_restored(self):
+        """A failed view: back to the arrays of the last good view (if any)."""
+        if self.study.user_arrays is not self._good_user:
+            self.study.attach_arrays(self._good_user)
 
     # --- exports and links --------------------------------------------------------------------
     def dataset(self):

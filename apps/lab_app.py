@@ -283,6 +283,11 @@ class LabDashboard:
 
     # --- heavy work off the event loop --------------------------------------------------------
     def _snapshot(self) -> Study:
+        # A Study carrying per-session data that are not knobs (an uploaded array) copies
+        # itself with them: a new Study from the knob values alone would lose them.
+        session_copy = getattr(self.study, "session_copy", None)
+        if callable(session_copy):
+            return session_copy()
         return self.study_class(**self.study.values())
 
     def recompute(self) -> None:
@@ -563,6 +568,7 @@ class LabDashboard:
             self.close()
         except Exception:
             log.exception("closing the %s page failed", self.study.lab)
+        _forget_js_callbacks(self.widgets.values())
 
     # --- entry points -------------------------------------------------------------------------
     @classmethod
@@ -584,6 +590,22 @@ class LabDashboard:
         dashboard = cls.__new__(cls)
         dashboard.status = shell.StatusLine()
         dashboard.compute(cls.study_class())
+
+
+def _forget_js_callbacks(widgets: Any) -> None:
+    """Take the page's widgets out of Panel's process-wide registry of JS callbacks.
+
+    ``panel.links.Callback.registry`` maps a widget (weakly) to its callbacks, but a callback
+    holds its ``args`` strongly: an ``EditableFloatSlider`` registers its text box with
+    ``args={"slider": <its slider>}``, and the slider's watchers lead back to the text box, so
+    the entry can never be dropped, and through the widget watchers it kept the closed page and
+    its Study alive (found by ``benchmarks/loadtest.py --soak``; tests/test_load.py).
+    """
+    from panel.links import Callback
+
+    for widget in widgets:
+        for part in widget.select(pn.widgets.Widget):  # composites: their inner widgets too
+            Callback.registry.pop(part, None)
 
 
 class _Failure:

@@ -16,6 +16,7 @@ import weakref
 import holoviews as hv
 import panel as pn
 
+from apps import shell
 from apps.lab_app import LabDashboard
 from workbench.labs import quadrature as quad
 from workbench.labs.quadrature import figures
@@ -129,8 +130,12 @@ class QuadratureDashboard(LabDashboard):
         self.start_stream(snapshot.stream, self._on_records)
 
     def _marker(self, n):
+        # The hook must not hold the page: HoloViews keeps hooks in its process-wide option
+        # store until the element is freed, and the element lives in this page, so a hook
+        # closing over self kept every closed quadrature page (and its Study) alive.
+        spans = self._spans
         return figures.you_are_here(n).opts(
-            hooks=[lambda plot, _: self._spans.add(plot.handles["glyph"])]
+            hooks=[lambda plot, _: spans.add(plot.handles["glyph"])]
         )
 
     def _move_markers(self, n):
@@ -182,9 +187,9 @@ class QuadratureDashboard(LabDashboard):
         self.render(self.result)
         p = self.panes
         return pn.Column(
-            pn.Row(p["pi"], p["sweep"], sizing_mode="stretch_width"),
-            pn.Row(p["weights"], p["wce"], sizing_mode="stretch_width"),
-            pn.Row(p["trajectory"], p["gain"], sizing_mode="stretch_width"),
+            shell.row(p["pi"], p["sweep"]),
+            shell.row(p["weights"], p["wce"]),
+            shell.row(p["trajectory"], p["gain"]),
             sizing_mode="stretch_width",
         )
 

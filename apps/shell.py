@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 import holoviews as hv
 import panel as pn
@@ -36,10 +37,42 @@ def load_extensions() -> None:
             _extensions_loaded = True
 
 
+#: Width below which a page becomes one column (a phone held upright is 360–430 px wide).
+PHONE_WIDTH_PX = 720
+#: The template on a phone: sidebar above the plots, both full width, header items wrapped.
+PHONE_TEMPLATE_CSS = f"""
+@media (max-width: {PHONE_WIDTH_PX}px) {{
+  #content {{ flex-direction: column !important; height: auto !important; }}
+  #sidebar {{ width: 100% !important; min-width: 0 !important; max-width: 100% !important;
+             height: auto !important; max-height: none !important; overflow: visible !important;
+             position: static !important; box-sizing: border-box !important; }}
+  #main {{ width: 100% !important; min-width: 0 !important; max-width: 100% !important;
+          padding-left: 4px !important; padding-right: 4px !important;
+          box-sizing: border-box !important; overflow-x: hidden !important; }}
+  #header {{ height: auto !important; min-height: 56px; flex-wrap: wrap; }}
+  #header .title {{ font-size: 1.1em !important; white-space: normal !important; }}
+}}
+"""
+#: A row of panels stacks into a column on a phone (the style lives in the row's shadow root).
+ROW_STACKS_ON_PHONE = f"""
+@media (max-width: {PHONE_WIDTH_PX}px) {{
+  :host {{ flex-direction: column !important; flex-wrap: nowrap !important; }}
+  :host > * {{ width: auto !important; max-width: 100% !important; align-self: stretch; }}
+}}
+"""
+
+
+def row(*panels: Any) -> pn.Row:
+    """Panels side by side on a screen, stacked on a phone."""
+    return pn.Row(*panels, sizing_mode="stretch_width", stylesheets=[ROW_STACKS_ON_PHONE])
+
+
 def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTemplate:
-    """The house template: knobs in the sidebar, plots in the main area, a busy spinner."""
+    """The house template: knobs in the sidebar, plots in the main area, a busy spinner; one
+    column on a phone (:data:`PHONE_TEMPLATE_CSS`)."""
     load_extensions()
     return pn.template.FastListTemplate(
+        raw_css=[PHONE_TEMPLATE_CSS],
         title=title,
         sidebar=sidebar,
         main=main,

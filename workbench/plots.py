@@ -21,6 +21,9 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 THEORY_STYLE = {"line_dash": "dashed", "line_width": 2}
 #: Regime colours, from the most condensed to the most spread out (bands and maps agree).
 REGIME_COLOURS = ("#F0E442", "#56B4E9", "#009E73")
+#: "You are here" markers and current-value lines: a magenta that no data line uses and that
+#: stays visible on the light and the dark theme (black vanished on dark backgrounds).
+HERE_COLOUR = "#E7298A"
 #: Per-element: axes follow each new frame when a builder feeds a DynamicMap (HoloViews only
 #: rescales overlays whose elements are framewise, not the overlay itself).
 FRAMEWISE = {"framewise": True}
@@ -200,11 +203,18 @@ def distribution(
                 color=PALETTE[1], **THEORY_STYLE
             )
         )
+    # Markers as two-point curves from 0 to the top of the histogram, not VLines: a Bokeh Span
+    # has no legend entry, and every line on a plot must say what it is.
+    top = 1.05 * float(density.max()) if density.size else 1.0
     for i, (label, value) in enumerate((markers or {}).items()):
         layers.append(
-            hv.VLine(float(value), label=label).opts(color=PALETTE[(i + 2) % len(PALETTE)])
+            hv.Curve(
+                [(float(value), 0.0), (float(value), top)], xlabel, "density", label=label
+            ).opts(color=PALETTE[(i + 2) % len(PALETTE)], line_width=2)
         )
-    return hv.Overlay(layers).opts(title=title, responsive=True, min_height=300)
+    return hv.Overlay(layers).opts(
+        title=title, responsive=True, min_height=300, show_legend=True, legend_position="top_left"
+    )
 
 
 def regime_map(
@@ -233,8 +243,10 @@ def regime_map(
     x = to_host(x).astype(float)
     y = to_host(y).astype(float)
     regime = to_host(regime).astype(float)
+    # Opaque pastel colours rather than alpha: a translucent mesh takes the page background's
+    # tint (it no longer matched its colour bar on the dark theme); boundary curves stay legible.
     mesh = hv.QuadMesh((x, y, regime), [xlabel, ylabel], "regime").opts(
-        cmap=list(colours[: len(regime_names)]),
+        cmap=[pastel(c) for c in colours[: len(regime_names)]],
         colorbar=True,
         clim=(-0.5, len(regime_names) - 0.5),
         color_levels=len(regime_names),
@@ -242,7 +254,6 @@ def regime_map(
             "major_label_overrides": {i: n for i, n in enumerate(regime_names)},
             "ticker": FixedTicker(ticks=list(range(len(regime_names)))),
         },
-        alpha=0.45,
         tools=["hover"],
     )
     layers = [mesh]
@@ -256,12 +267,19 @@ def regime_map(
     if current is not None:
         layers.append(
             hv.Points([current], [xlabel, ylabel], label="you are here").opts(
-                color="black", size=12, marker="x", line_width=3
+                color=HERE_COLOUR, size=12, marker="x", line_width=3
             )
         )
     return hv.Overlay(layers).opts(
         logy=logy, title=title, responsive=True, min_height=320, legend_position="top_right"
     )
+
+
+def pastel(colour: str, weight: float = 0.45) -> str:
+    """``colour`` (#RRGGBB) mixed with white: weight · colour + (1 − weight) · white."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    mixed = [round(weight * c + (1.0 - weight) * 255) for c in rgb]
+    return "#" + "".join(f"{c:02X}" for c in mixed)
 
 
 def shaded_regimes(

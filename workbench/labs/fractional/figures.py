@@ -13,7 +13,7 @@ import holoviews as hv
 import numpy as np
 import xarray as xr
 
-from workbench.plots import FRAMEWISE, PALETTE, THEORY_STYLE, curve_family, error_curve
+from workbench.plots import FRAMEWISE, HERE_COLOUR, PALETTE, THEORY_STYLE, curve_family, error_curve
 
 PRECONDITIONER_NAMES = {
     "none": "none",
@@ -76,7 +76,7 @@ def symbol_at_pi(ds: xr.Dataset, current: tuple[float, int] | None = None) -> hv
         a, p = current
         value = float(ds.symbol_pi.sel(alpha=a, degree=p, method="nearest"))
         fig = fig * hv.Points([(p, value)], ["spline degree p", "f(π)"], label="current").opts(
-            color="black", marker="x", size=14, line_width=3
+            color=HERE_COLOUR, marker="x", size=14, line_width=3
         )
     return fig
 

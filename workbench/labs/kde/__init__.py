@@ -20,6 +20,9 @@ The package, by concern:
   (:func:`max_points`, :func:`page_bytes`);
 * :mod:`~workbench.labs.kde.heavytail`: :func:`heavy_tail_ratios`, :func:`heavy_tail_statistics`
   (median(Z), mean log Z by the brief's exact O(n) shortcut);
+* :mod:`~workbench.labs.kde.userdata`: scikit-learn's digits and your own (N, d) points
+  (standardisation, held-out split, caps; ``KDEStudy(source="digits")``,
+  ``KDEStudy.from_array``, ``KDEStudy.from_file``);
 * :mod:`~workbench.labs.kde.study`: :class:`KDEStudy`, the lab's Study.
 
 Figures live in :mod:`workbench.labs.kde.figures` (not imported here: it needs HoloViews).
@@ -39,6 +42,7 @@ Examples
 from workbench.labs.kde import data as _data
 from workbench.labs.kde import heavytail as _heavytail
 from workbench.labs.kde import study as _study
+from workbench.labs.kde import userdata as _userdata
 from workbench.labs.kde.data import (
     HEAVY_TAIL_DATASETS,
     HEAVY_TAIL_MAX_DRAWS,
@@ -88,6 +92,7 @@ def clear_caches() -> None:
     _data.clear_caches()
     _study.clear_caches()
     _heavytail.clear_caches()
+    _userdata.digits.cache_clear()
 
 
 __all__ = [

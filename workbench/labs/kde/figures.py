@@ -28,7 +28,7 @@ def current_point(x: float, y: float) -> Any:
     import holoviews as hv
 
     return hv.Points([(float(x), float(y))], label="current h").opts(
-        color="black", size=11, marker="diamond"
+        color=plots.HERE_COLOUR, size=11, marker="diamond"
     )
 
 
@@ -37,7 +37,7 @@ def current_line(x: float) -> Any:
     import holoviews as hv
 
     return hv.VLine(float(x), label="current h").opts(
-        color="black", line_dash="dotted", line_width=2
+        color=plots.HERE_COLOUR, line_dash="dotted", line_width=2
     )
 
 
@@ -149,22 +149,90 @@ def heavy_tail_figure(stats: xr.Dataset, t: Mapping[str, float]) -> Any:
 
 
 def slice_figure(line: xr.Dataset) -> Any:
-    """log ρ̂ (one or several h) and the true log ρ along x(t) = y₁ + t (y₂ − y₁)."""
+    """log ρ̂ (one or several h) and the true log ρ along x(t) = y₁ + t (y₂ − y₁) (the true
+    curve is left out for own data, where it is unknown: NaN)."""
     t = np.asarray(line["t"])
     h = np.atleast_1d(np.asarray(line["bandwidth"]))
     est = np.atleast_2d(np.asarray(line["log_density"]))
     curves = {f"log ρ̂, h = {v:.3g}": row for v, row in zip(h, est, strict=True)}
+    exact = np.asarray(line["log_density_exact"])
     return plots.curve_family(
         t,
         curves,
         xlabel="t  (x = y₁ + t (y₂ − y₁))",
         ylabel="log density",
-        theory={"log ρ (true)": (t, line["log_density_exact"])},
+        theory={"log ρ (true)": (t, exact)} if np.isfinite(exact).any() else None,
         markers=False,
         title=(
             "A 1-D slice through two nearest data points"
             + (f", h = {h[0]:.3g}" if h.size == 1 else "")
         ),
+    )
+
+
+# --- own data (digits, uploads): what a sample with an unknown density can show ------------------
+def heldout_figure(sweep: xr.Dataset, t: Mapping[str, float]) -> Any:
+    """Held-out mean log ρ̂ vs h (a proper score: higher is better, its argmax estimates the
+    KL-optimal h), with the Gaussian-theory h_KL, h_G, h_CLT at the sample's n and d dotted and
+    the Gaussian regimes shaded, for reference."""
+    import holoviews as hv
+
+    h = np.asarray(sweep["bandwidth"])
+    y = np.asarray(sweep["log_density_mean"])
+    err = np.asarray(sweep["log_density_mean_stderr"])
+    best = int(np.nanargmax(y))
+    band = hv.Spread((h, y, err), "bandwidth h", ["mean log ρ̂", "stderr"], label="± 1 s.e.")
+    fig = plots.curve_family(
+        h,
+        {"held-out mean log ρ̂": y},
+        xlabel="bandwidth h",
+        ylabel="mean log ρ̂ on held-out points",
+        logx=True,
+        underlay=hv.Overlay([*regime_bands(h[0] * 0.5, h[-1] * 2, t), band.opts(alpha=0.3)]),
+        title=(
+            f"Held-out score: best h {h[best]:.3f}; Gaussian theory h_KL {t['h_kl_eff']:.3f} "
+            f"(n = {int(sweep.attrs['n']):,}, d = {int(sweep.attrs['dim'])})"
+        ),
+    )
+    return fig * plots.vlines(
+        {
+            f"h_KL (Gaussian) {t['h_kl_eff']:.3g}": t["h_kl_eff"],
+            f"h_G (Gaussian) {t['h_g_eff']:.3g}": t["h_g_eff"],
+            f"h_CLT (Gaussian) {t['h_clt_eff']:.3g}": t["h_clt_eff"],
+        }
+    )
+
+
+def points_figure(sweep: xr.Dataset, t: Mapping[str, float]) -> Any:
+    """How many points carry ρ̂ vs h: the median number carrying 90 % of the kernel weight and
+    the median effective number 1/Y₂, from 1 (condensed) up to n (every point counts)."""
+    h = np.asarray(sweep["bandwidth"])
+    n = int(sweep.attrs["n"])
+    return plots.curve_family(
+        h,
+        {
+            "points carrying 90 % of the weight": sweep["n_points_90"],
+            "effective points 1/Y₂": sweep["effective_points"],
+        },
+        xlabel="bandwidth h",
+        ylabel="points (median over held-out points)",
+        theory={f"all n = {n:,} points": (h[[0, -1]], [n, n])},
+        logx=True,
+        logy=True,
+        underlay=regime_bands(h[0] * 0.5, h[-1] * 2, t),
+        title="How many points carry the estimate",
+    )
+
+
+def heldout_distribution_figure(log_hat: np.ndarray, dim: int, bandwidth: float) -> Any:
+    """Histogram of log ρ̂/d over the held-out points at one h, with its mean."""
+    per_dim = np.asarray(log_hat) / dim
+    return plots.distribution(
+        per_dim,
+        xlabel="log ρ̂ / d per held-out point",
+        bins=min(60, max(10, per_dim.size // 6)),
+        markers={"mean": float(per_dim.mean())},
+        title=f"log ρ̂ across {per_dim.size} held-out points at h = {bandwidth:.3g}",
     )
 
 

@@ -5,6 +5,11 @@ distance table of its query points, so every bandwidth, and every grid of bandwi
 passes over that table: the KL/d curve, the slider's current point and the CLI sweep all go
 through :meth:`KDEStudy.evaluate` (one grid mechanism). Results shared across dashboard
 sessions through caches are read-only.
+
+The ``source`` knob swaps the Gaussian sample for scikit-learn's digits or the user's own array
+(:mod:`workbench.labs.kde.userdata`: standardisation, held-out split, what is measured then).
+An uploaded array belongs to one Study instance (one dashboard session), never to a cache
+shared between sessions.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import xarray as xr
 from workbench import backend
 from workbench.labs.kde import data as kde_data
 from workbench.labs.kde import estimator
+from workbench.labs.kde import userdata as own
 from workbench.labs.kde.heavytail import heavy_tail_statistics, read_only
 from workbench.labs.kde.tables import DistanceTable
 from workbench.labs.kde.theory import (
@@ -57,7 +63,8 @@ _EVALUATE_ATTRS = {
     "participation_theory_inf": ("1", "REM Y2 = max(0, 1 - h^2/h_G^2), d -> infinity"),
     "n_points_90": ("points", "points carrying 90 % of the weight (median over queries)"),
     "effective_points": ("points", "effective number of points 1/Y2 (median over queries)"),
-    "log_density_mean": ("nats", "mean of log rho_hat over query points"),
+    "log_density_mean": ("nats", "mean of log rho_hat over query points (held-out score)"),
+    "log_density_mean_stderr": ("nats", "standard error of log_density_mean"),
     "log_density_std": ("nats", "standard deviation of log rho_hat over query points"),
     "log_density_exact_mean": ("nats", "mean of the exact log rho over query points"),
     "stable_index": ("1", "stable index mu = h^2 (1 - s*)/s*, d -> infinity"),
@@ -66,12 +73,29 @@ _EVALUATE_ATTRS = {
 }
 
 
-class KDEStudy(Study):
+class KDEStudy(own.OwnData, Study):
     """Gaussian KDE on n = e^{αd} points from N(0, I_d): KL/d, Y₂ and regimes versus bandwidth.
 
     ``evaluate(bandwidth=[...])`` reuses one cached distance table per (dim, alpha, seed,
     n_queries): the first call computes and sorts the (n_queries × n) squared distances, every
     later bandwidth costs a few passes over them (tens of ms at the default sizes).
+
+    **Other data** (``source``): ``"digits"`` is scikit-learn's 1,797 handwritten digits and
+    ``"upload"`` your own (N, d) array, both standardised per feature (mean 0, std 1; zero-variance
+    columns dropped: digits keep d = 61 of 64) and split by the seed into m = min(m knob, ⌊N/5⌋)
+    held-out query points and n = N − m estimator points. d and n then come from the data (the
+    ``dim`` and ``alpha`` knobs do not apply); the true density is unknown, so the KL columns are
+    NaN and the measurable ones remain: the held-out mean log ρ̂ (``log_density_mean``, a proper
+    score: its maximiser estimates the KL-optimal h) and ⟨Y₂⟩, with the Gaussian theory at
+    α = (log n)/d and the sample's d for reference (:mod:`workbench.labs.kde.userdata`).
+    From Python::
+
+        study = KDEStudy.from_array(points)            # an (N, d) array, in memory
+        study = KDEStudy.from_file("points.npy")       # .npy or .csv, at most 8 MiB as float64
+        study.evaluate(bandwidth=np.geomspace(0.1, 3, 40))["log_density_mean"]
+
+    (``workbench sweep kde --set source=digits ...`` works too; an upload cannot be swept from
+    the command line, since the sweep builds its Studies from knob values alone.)
     """
 
     lab = "kde"
@@ -87,6 +111,19 @@ class KDEStudy(Study):
     )
     vectorized = ("bandwidth",)
 
+    source = param.Selector(
+        default="gaussian",
+        objects={
+            "Gaussian N(0, I_d)": "gaussian",
+            own.DIGITS_LABEL: "digits",
+            "your data (upload)": "upload",
+        },
+        label="data",
+        doc="Where the points come from: n = e^(αd) draws from N(0, I_d) (the paper's setting, "
+        "true density known); scikit-learn's 1,797 handwritten digits; or your own file. For the "
+        "last two, d and n come from the data (the d and α knobs do not apply), features are "
+        "standardised and 20 % of the points (at most m) are held out as query points.",
+    )
     dim = param.Integer(
         20,
         bounds=(2, 128),
@@ -126,37 +163,55 @@ class KDEStudy(Study):
 
     def validate(self) -> None:
         """Refuse sizes over the page's fixed memory cap before any data is drawn (the message
-        names α, d and m; :func:`workbench.labs.kde.data.check_size`)."""
-        kde_data.check_size(self.dim, self.alpha, self.n_queries)
+        names α, d and m; :func:`workbench.labs.kde.data.check_size`); own data: see
+        :meth:`~workbench.labs.kde.userdata.OwnData.validate_own`."""
+        if self.source == "gaussian":
+            kde_data.check_size(self.dim, self.alpha, self.n_queries)
+        else:
+            self.validate_own()
 
     # --- shared pieces --------------------------------------------------------------------------
     def sample(self) -> kde_data.KDEData:
-        """The cached data and query points (raises StudyInputError beyond the size cap)."""
+        """The cached data and query points (raises StudyInputError beyond the size cap).
+
+        Own data: the standardised estimator points and held-out query points of the split;
+        ``log_density_exact`` is NaN (the true density is unknown)."""
+        if self.source != "gaussian":
+            view = self._own_view()
+            return kde_data.KDEData(view.data, view.queries, np.full(view.m, np.nan))
         return kde_data.make_data(self.dim, self.alpha, self.seed, self.n_queries)
 
     def _table(self) -> DistanceTable:
+        if self.source != "gaussian":
+            return self._own_view().table
         self.sample()  # size check with the user-facing message before any allocation
         key = (self.dim, float(self.alpha), self.seed, self.n_queries, backend.backend_name())
         return _query_table(*key)
 
     def thresholds(self) -> dict[str, float]:
         """d → ∞ thresholds and the finite-d ones (suffix ``_eff``, NaN where undefined)."""
-        inf = regime_thresholds(self.alpha)
-        eff = regime_thresholds(self.alpha, self.dim)
+        dim, alpha = self.theory_point()
+        inf = regime_thresholds(alpha)
+        eff = regime_thresholds(alpha, dim)
         return {**inf, **{f"{k}_eff": v for k, v in eff.items()}}
 
     def display_thresholds(self) -> dict[str, float]:
         """As :meth:`thresholds`, with undefined finite-d values replaced by the d → ∞ ones."""
-        return effective_thresholds(self.alpha, self.dim)
+        dim, alpha = self.theory_point()
+        return effective_thresholds(alpha, dim)
 
     def _bandwidths(self, bandwidth: Any) -> tuple[np.ndarray, bool]:
         return check_bandwidths(self.bandwidth if bandwidth is None else bandwidth)
 
     def bandwidth_grid(self, points: int = GRID_POINTS) -> np.ndarray:
         """The sweep panels' bandwidths: log-spaced from 0.45 × the smaller h_KL (d → ∞ or finite
-        d) to 2.4 × the larger h_CLT, so all three regimes and the KL optimum are on screen."""
+        d) to 2.4 × the larger h_CLT, so all three regimes and the KL optimum are on screen.
+        Own data: the low end also goes to 0.5 × the nearest-neighbour scale h_nn (real data
+        cluster, so their best h can sit far below the Gaussian h_KL)."""
         t = self.display_thresholds()
         lo = 0.45 * min(t["h_kl"], t["h_kl_eff"])
+        if self.source != "gaussian":
+            lo = min(lo, 0.5 * self._own_view().nearest_scale())
         hi = 2.4 * max(t["h_clt"], t["h_clt_eff"])
         return np.geomspace(lo, hi, int(points))
 
@@ -180,9 +235,16 @@ class KDEStudy(Study):
           weight; ``effective_points``: median of 1/Y₂;
         * ``log_density_mean``/``log_density_std``: mean/std of log ρ̂ across queries, and
           ``log_density_exact_mean``;
-        * ``stable_index`` (d → ∞) and ``stable_index_finite``; ``bandwidth_ratio`` = h/h_G,eff.
+        * ``stable_index`` (d → ∞) and ``stable_index_finite``; ``bandwidth_ratio`` = h/h_G,eff;
+        * ``log_density_mean_stderr``: the standard error of ``log_density_mean``.
+
+        Own data (``source`` digits or upload): the same variables, NaN where the true density is
+        needed; ``log_density_mean`` is then the held-out score and the theory columns are the
+        Gaussian ones at the sample's d and α = (log n)/d (:func:`userdata.evaluate_variables`).
         """
         h, _ = self._bandwidths(bandwidth)
+        if self.source != "gaussian":
+            return self._evaluate_own(h)
         table = self._table()
         summary = table.summaries(h)
         sample = self.sample()
@@ -205,28 +267,41 @@ class KDEStudy(Study):
             "n_points_90": np.median(summary["n_points_90"], axis=1),
             "effective_points": np.median(1.0 / summary["participation_ratio"], axis=1),
             "log_density_mean": summary["log_density"].mean(axis=1),
+            "log_density_mean_stderr": summary["log_density"].std(axis=1, ddof=1) / math.sqrt(m),
             "log_density_std": summary["log_density"].std(axis=1, ddof=1),
             "log_density_exact_mean": np.full(len(h), exact.mean()),
             "stable_index": np.atleast_1d(stable_index(h, self.alpha)),
             "stable_index_finite": h**2 / h_g_eff**2,
             "bandwidth_ratio": h / h_g_eff,
         }
+        return self._dataset(variables, h, self._attrs(thr, table.n))
+
+    def _evaluate_own(self, h: np.ndarray) -> xr.Dataset:
+        view = self._own_view()
+        attrs = self._attrs(self.thresholds(), view.n)
+        attrs.update(own.attrs(view, self.source))
+        return self._dataset(own.evaluate_variables(view, h), h, attrs)
+
+    @staticmethod
+    def _dataset(variables: dict[str, Any], h: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
         ds = xr.Dataset(
             {name: (("bandwidth",), np.asarray(v, dtype=float)) for name, v in variables.items()},
             coords={"bandwidth": h},
-            attrs=self._attrs(thr, table.n),
+            attrs=attrs,
         )
-        ds["bandwidth"].attrs["units"] = "same units as the data (N(0, I) scale)"
+        ds["bandwidth"].attrs["units"] = "same units as the data (N(0, I) or standardised scale)"
         for name, (units, long_name) in _EVALUATE_ATTRS.items():
             ds[name].attrs.update(units=units, long_name=long_name)
         return ds
 
     def _attrs(self, thresholds: dict[str, float], n: int) -> dict[str, Any]:
+        dim, alpha = self.theory_point()
         attrs: dict[str, Any] = {
             "lab": self.lab,
+            "source": self.source,
             "n": int(n),
-            "dim": int(self.dim),
-            "alpha": float(self.alpha),
+            "dim": int(dim),
+            "alpha": float(alpha),
             "n_queries": int(self.n_queries),
             "seed": int(self.seed),
             "backend": backend.backend_name(),
@@ -241,8 +316,9 @@ class KDEStudy(Study):
     def log_density_samples(self, bandwidth: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(log ρ̂(x_j), log ρ(x_j)) over the query points, from the cached distance table.
 
-        log ρ̂ has shape (m,) for a scalar bandwidth, (k, m) for k bandwidths; log ρ is (m,).
-        Both are read-only (shared through the table's memo and the sample cache).
+        log ρ̂ has shape (m,) for a scalar bandwidth, (k, m) for k bandwidths; log ρ is (m,),
+        NaN for own data (unknown density). Both are read-only (shared through the table's memo
+        and the sample cache).
         """
         h, scalar = self._bandwidths(bandwidth)
         log_hat = self._table().summaries(h)["log_density"]
@@ -253,8 +329,14 @@ class KDEStudy(Study):
 
         Default grid: the page's h/h_G,eff ratios (0.6 to 2.2). See
         :func:`workbench.labs.kde.heavytail.heavy_tail_statistics` (cached, read-only).
+        Gaussian data only: Z needs hundreds of independent samples from a known density.
         """
         self.validate()
+        if self.source != "gaussian":
+            raise StudyInputError(
+                "the heavy-tail statistics need many independent Gaussian samples; choose the "
+                "Gaussian data source"
+            )
         if bandwidths is None:
             from workbench.labs.kde.heavytail import HEAVY_TAIL_RATIOS as ratios
         else:
@@ -277,8 +359,13 @@ class KDEStudy(Study):
         if int(points) < 2:
             raise StudyInputError("density_slice: points must be at least 2")
         self.validate()
-        key = (self.dim, float(self.alpha), self.seed, int(points), backend.backend_name())
-        t, line, table, gap = _slice_line(*key)
+        if self.source != "gaussian":  # own data: the true log ρ is unknown (NaN)
+            t, line, table, gap = self._own_view().slice_line(int(points))
+            exact = np.full(t.size, np.nan)
+        else:
+            key = (self.dim, float(self.alpha), self.seed, int(points), backend.backend_name())
+            t, line, table, gap = _slice_line(*key)
+            exact = kde_data.exact_log_density(line)
         log_hat = table.summaries(h)["log_density"]
         dims: tuple[str, ...] = ("bandwidth", "t")
         if scalar:
@@ -286,10 +373,14 @@ class KDEStudy(Study):
         return xr.Dataset(
             {
                 "log_density": (dims, log_hat),
-                "log_density_exact": (("t",), kde_data.exact_log_density(line)),
+                "log_density_exact": (("t",), exact),
             },
             coords={"t": t, "bandwidth": h[0] if scalar else h},
-            attrs={"distance_y1_y2": gap, "line": "x(t) = y1 + t (y2 - y1)", "dim": self.dim},
+            attrs={
+                "distance_y1_y2": gap,
+                "line": "x(t) = y1 + t (y2 - y1)",
+                "dim": self.theory_point()[0],
+            },
         )
 
     def regime_map(self, alphas: Any = None, bandwidths: Any = None) -> xr.Dataset:
@@ -298,8 +389,9 @@ class KDEStudy(Study):
         stable index) on the (bandwidth, alpha) grid."""
         a = np.atleast_1d(check_alpha(REGIME_ALPHAS if alphas is None else alphas))
         h, _ = check_bandwidths(REGIME_BANDWIDTHS if bandwidths is None else bandwidths)
+        dim = self.theory_point()[0]  # own data: the sample's d
         inf = regime_thresholds(a)
-        eff = regime_thresholds(a, self.dim)
+        eff = regime_thresholds(a, dim)
         names = ("h_clt", "h_g", "h_kl", "s_star", "u_star")
         variables = {k: (("alpha",), inf[k]) for k in names}
         variables.update({f"{k}_eff": (("alpha",), eff[k]) for k in names})
@@ -308,7 +400,7 @@ class KDEStudy(Study):
         ds = xr.Dataset(
             variables,
             coords={"alpha": a, "bandwidth": h},
-            attrs={"dim": int(self.dim), "provenance": PROVENANCE},
+            attrs={"dim": int(dim), "provenance": PROVENANCE},
         )
         for name in ds.data_vars:
             ds[name].attrs["units"] = (
@@ -323,8 +415,12 @@ class KDEStudy(Study):
         """Everything the page draws over a grid for this dataset: the bandwidth ``sweep``
         (:meth:`evaluate` over :meth:`bandwidth_grid`), the ``regimes`` map, the ``heavy`` tail
         statistics and the ``thresholds``. Cached per (d, α, seed, m) and read-only: shared by
-        every dashboard session with the same data knobs."""
+        every dashboard session with the same data knobs. Own data: ``heavy`` is None (see
+        :meth:`heavy_tail_curve`); cached with the sample's split (digits: shared; an upload:
+        its own session's)."""
         self.validate()
+        if self.source != "gaussian":
+            return self._own_view().memo("panels", self.own_panels)
         key = (self.dim, float(self.alpha), self.seed, self.n_queries, backend.backend_name())
         return _panels(*key)
 
@@ -341,6 +437,8 @@ class KDEStudy(Study):
 
     def size_note(self) -> str:
         """One line for the page: n, m, and a warning when a data change will be slow."""
+        if self.source != "gaussian":
+            return self.own_size_note()
         n = kde_data.n_points(self.dim, self.alpha)
         note = f"n = e^(αd) = {n:,} data points, m = {self.n_queries} query points"
         if n > kde_data.SLOW_POINTS:

@@ -1,7 +1,8 @@
 """KV-cache compression by rank and bit-width (CSKV, arXiv 2409.10593; quantization survey,
 arXiv 2103.13630), on the keys and values of small trained transformers (``glassllm``).
 
-Modules: :mod:`.data` (glassllm activations, synthetic generator, user arrays), :mod:`.quant`
+Modules: :mod:`.data` (glassllm activations, synthetic generator, user arrays),
+:mod:`.userdata` (your own K/V from a ``.npy``/``.safetensors`` file, with its caps), :mod:`.quant`
 (uniform affine quantizer and SQNR theory), :mod:`.lowrank` (SVD/ASVD/PCA/ThinK factorisations,
 rank statistics), :mod:`.memory` (cache arithmetic), :mod:`.compress` (rank → bits → attention
 metrics), :mod:`.model` (loss replay), :mod:`.spectra`, :mod:`.study` and :mod:`.figures`
@@ -36,6 +37,7 @@ from .lowrank import (
 from .memory import ARCHITECTURES, CSKV_POINTS, kv_bytes_per_token, memory_ratio
 from .quant import quantize, quantize_cells, sqnr_curve, sqnr_db, sqnr_theory
 from .study import KVCacheStudy, clear_caches, pareto_front, pareto_points
+from .userdata import USER_MAX_BYTES, activations_from_file
 
 __all__ = [
     "ALICE_OPENING",
@@ -44,7 +46,9 @@ __all__ = [
     "GLASSLLM_AVAILABLE",
     "KVCacheStudy",
     "QuantSettings",
+    "USER_MAX_BYTES",
     "activations_from_arrays",
+    "activations_from_file",
     "activations_from_npz",
     "apply_rope",
     "clear_caches",

@@ -144,7 +144,7 @@ def pareto_figure(
         "memory ratio",
         "error",
         label="Pareto front",
-    ).opts(color="black", line_width=2)
+    ).opts(color="#777777", line_width=2)  # mid grey: visible on both themes
     layers = [hv.Overlay(points), line]
     for k, (label, (rho, b)) in enumerate(CSKV_POINTS.items()):
         layers.append(
@@ -154,7 +154,7 @@ def pareto_figure(
     if current is not None:
         layers.append(
             hv.Points([current], ["memory ratio", "error"], label="you are here").opts(
-                color="black", marker="x", size=12, line_width=3
+                color=plots.HERE_COLOUR, marker="x", size=12, line_width=3
             )
         )
     return hv.Overlay(layers).opts(

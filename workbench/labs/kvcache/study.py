@@ -21,6 +21,7 @@ from .model import baseline_loss, loss_with_mix
 from .pareto import pareto_front, pareto_points  # noqa: F401 - re-exported
 from .quant import sqnr_curve
 from .spectra import spectra
+from .userdata import UserArrays
 
 PROVENANCE = (
     "CSKV: Wang et al., arXiv 2409.10593 (channel shrinking); Gholami et al., arXiv 2103.13630 "
@@ -59,7 +60,7 @@ def clear_caches() -> None:
     _compressor.cache_clear()
 
 
-class KVCacheStudy(Study):
+class KVCacheStudy(UserArrays, Study):
     """Compress one layer's KV cache of a trained transformer by rank and bits; measure attention.
 
     ``evaluate(rank_k=[...], rank_v=[...], bits=[...])`` reuses one factorisation per method
@@ -85,10 +86,16 @@ class KVCacheStudy(Study):
 
     source = param.Selector(
         default="en",
-        objects={"glassllm English": "en", "glassllm Portuguese": "pt", "synthetic": "synthetic"},
+        objects={
+            "glassllm English": "en",
+            "glassllm Portuguese": "pt",
+            "synthetic": "synthetic",
+            "your arrays (upload)": "upload",
+        },
         label="activations",
         doc="Where K, V come from: a trained glassllm model (falls back to synthetic data, with "
-        "a note, when the package is missing) or the synthetic generator of the brief.",
+        "a note, when the package is missing), the synthetic generator of the brief, or your own "
+        "keys/values (a .npy or .safetensors file; then text and layer do not apply).",
     )
     text = param.String(
         default=kvdata.ALICE_OPENING,
@@ -198,15 +205,11 @@ class KVCacheStudy(Study):
         False, label="centred spectra", doc="Subtract the mean over tokens before the SVD."
     )
 
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._user: xr.Dataset | None = None
-
     # --- data -----------------------------------------------------------------------------------
     @property
     def data_source(self) -> str:
         """The source actually used: "en", "pt", "synthetic" or "user"."""
-        if self._user is not None:
+        if self._using_user():
             return "user"
         if self.source in kvdata.MODELS and not kvdata.glassllm_status()[0]:
             return "synthetic"
@@ -215,8 +218,12 @@ class KVCacheStudy(Study):
     @property
     def data_note(self) -> str:
         """What the page should say about the data ("" when it is what the user asked for)."""
-        if self._user is not None:
-            return "user arrays: only PCA and ThinK apply (no weights); loss not available"
+        if self._using_user():
+            name = self._user.attrs.get("file", "arrays")
+            return (
+                f"your arrays ({name}; {self._user.attrs.get('layout', 'keys and values')}): "
+                "only PCA and ThinK apply (no weights); loss not available"
+            )
         ok, message = kvdata.glassllm_status()
         if self.source in kvdata.MODELS and not ok:
             return message
@@ -230,19 +237,16 @@ class KVCacheStudy(Study):
     def _text_key(self) -> str | None:
         return None if self.text == kvdata.ALICE_OPENING else self.text
 
-    def use_arrays(self, ds: xr.Dataset | None) -> None:
-        """Analyse user arrays (from :func:`activations_from_npz`) instead; ``None`` to stop."""
-        self._user = ds
-        self._user_compressors: dict = {}
-
     def layer_data(self, layer: int | None = None) -> xr.Dataset:
-        if self._user is not None:
+        self._require_data()
+        if self._using_user():
             return self._user
         layer = self.layer if layer is None else layer
         return _layer_data(self.data_source, self._text_key(), int(layer), int(self.seed))
 
     def compressor(self, layer: int | None = None) -> LayerCompressor:
-        if self._user is not None:
+        self._require_data()
+        if self._using_user():
             key = (self.method, float(self.exponent))
             if key not in self._user_compressors:
                 with single_blas_thread():
@@ -271,23 +275,13 @@ class KVCacheStudy(Study):
         )
 
     def validate(self) -> None:
+        self._require_data()
         if self.data_source in kvdata.MODELS:
             try:
                 kvdata.tokenize(self._text_key(), self.data_source)
             except StudyInputError as exc:
                 raise StudyInputError(f"{knob_label(self, 'text')}: {exc}") from None
-        if self._user is not None:
-            width = self._user.sizes["head"] * self._user.sizes["channel"]
-            for name in ("rank_k", "rank_v"):
-                if getattr(self, name) > width:
-                    raise StudyInputError(
-                        f"{knob_label(self, name)} must be at most {width}, the arrays' width"
-                    )
-            if self.method in ("svd", "asvd"):
-                raise StudyInputError(
-                    f"{knob_label(self, 'method')}: user arrays carry no weights; choose PCA or "
-                    "ThinK"
-                )
+        self.validate_user()
 
     # --- the main result ------------------------------------------------------------------------
     def _values(self, name: str, given: Any) -> np.ndarray:
@@ -296,8 +290,8 @@ class KVCacheStudy(Study):
         if v.ndim != 1 or v.size == 0 or not np.issubdtype(v.dtype, np.number):
             raise StudyInputError(f"{knob_label(self, name)}: give a number or a 1-D list")
         lo, hi = p.bounds
-        if self._user is not None and name != "bits":
-            hi = min(hi, self._user.sizes["head"] * self._user.sizes["channel"])
+        if name != "bits":
+            hi = min(hi, self.max_rank)
         bad = v[(v < lo) | (v > hi) | (v != np.round(v))]
         if bad.size:
             raise StudyInputError(
@@ -418,9 +412,10 @@ class KVCacheStudy(Study):
     def grid(self, ranks: Any = None, bits: Any = DEFAULT_BITS, layers: Any = None) -> xr.Dataset:
         """Tied ranks r_K = r_V = r over all layers: the (layer, rank, bits) cube of the Pareto
         front. One factorisation per layer serves every rank; bits vectorised. No loss."""
-        ranks = self._values("rank_k", np.arange(1, 65) if ranks is None else ranks)
+        self.validate()
+        ranks = self._values("rank_k", self._ranks() if ranks is None else ranks)
         b = self._values("bits", bits)
-        n_layers = 1 if self._user is not None else kvdata.n_layers(self.data_source)
+        n_layers = 1 if self._using_user() else kvdata.n_layers(self.data_source)
         layers = list(range(n_layers)) if layers is None else [int(v) for v in layers]
         if any(not 0 <= v < n_layers for v in layers):
             raise StudyInputError(f"layers must be between 0 and {n_layers - 1}")
@@ -465,7 +460,8 @@ class KVCacheStudy(Study):
     def reconstruction_errors(self, ranks: Any = None, bits: Any = DEFAULT_BITS) -> xr.Dataset:
         """K and V errors over (rank, bits) for the current layer, without attention (fast: two
         rebuilds per rank, bits vectorised), with the Eckart–Young optimum per rank."""
-        ranks = self._values("rank_k", np.arange(1, 65) if ranks is None else ranks)
+        self.validate()
+        ranks = self._values("rank_k", self._ranks() if ranks is None else ranks)
         b = self._values("bits", bits)
         q, w = self.quant_settings(), int(self.window)
         with single_blas_thread():
@@ -488,9 +484,13 @@ class KVCacheStudy(Study):
         ds.attrs.update(self._attrs(comp, np.nan))
         return ds
 
+    def _ranks(self) -> np.ndarray:
+        return np.arange(1, self.max_rank + 1)
+
     def spectra(self) -> xr.Dataset:
         """Spectra and rank@90 %, effective and stable rank of K, K_rope, V for every layer."""
-        if self._user is not None:
+        self.validate()
+        if self._using_user():
             layers = [self._user]
         else:
             layers = [self.layer_data(i) for i in range(kvdata.n_layers(self.data_source))]

@@ -15,7 +15,7 @@ import xarray as xr
 
 from workbench.labs.quadrature.policy import IterationRecord
 from workbench.labs.quadrature.rules import rule_name
-from workbench.plots import FRAMEWISE, PALETTE, THEORY_STYLE, curve_family
+from workbench.plots import FRAMEWISE, HERE_COLOUR, PALETTE, THEORY_STYLE, curve_family
 
 #: Plots that share an x axis of N − 1 (what the error-vs-N fits are made against).
 N_AXIS = "N − 1 (sub-intervals per interval)"
@@ -133,7 +133,7 @@ def error_vs_n(sweep: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
 
 def you_are_here(n: int) -> hv.VLine:
     """The "you are here" marker of the N plots, at x = N − 1 (their axis), not at N."""
-    return hv.VLine(float(n) - 1.0).opts(color="black", line_dash="dotted", line_width=2)
+    return hv.VLine(float(n) - 1.0).opts(color=HERE_COLOUR, line_dash="dotted", line_width=2)
 
 
 def worst_case_error(table: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
