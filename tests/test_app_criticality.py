@@ -11,6 +11,7 @@ pytest.importorskip("panel")
 
 from apps import lab_app  # noqa: E402
 from apps.criticality import CriticalityDashboard  # noqa: E402
+from tests.dashboards import assert_widgets_within_study  # noqa: E402
 from workbench.labs import criticality as cr  # noqa: E402
 
 
@@ -22,11 +23,7 @@ def dash():
 
 
 def test_widgets_come_from_the_study(dash):
-    for name, widget in dash.widgets.items():
-        span = lab_app.widget_range(widget)
-        if span is not None:
-            lo, hi = dash.study.param[name].bounds
-            assert lo <= span[0] and span[1] <= hi, name
+    assert_widgets_within_study(dash)
     assert lab_app.widget_range(dash.widgets["cw"]) == (0.05, 4.0)
     assert dash.widgets["activation"].options["ReLU"] == "relu"
 

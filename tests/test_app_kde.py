@@ -20,6 +20,7 @@ from bokeh.models import ColumnDataSource  # noqa: E402
 
 from apps import lab_app  # noqa: E402
 from apps.kde import BANDWIDTH_STOPS, KDEDashboard  # noqa: E402
+from tests.dashboards import assert_widgets_within_study  # noqa: E402
 from workbench.labs import kde  # noqa: E402
 from workbench.labs.kde import estimator  # noqa: E402
 
@@ -56,11 +57,7 @@ def dash(cache_dir):
 
 
 def test_widgets_come_from_the_study(dash):
-    for name, widget in dash.widgets.items():
-        span = lab_app.widget_range(widget)
-        if span is not None:  # numeric knobs (the data source is a selector)
-            lo, hi = dash.study.param[name].bounds
-            assert lo <= span[0] and (hi is None or span[1] <= hi), name
+    assert_widgets_within_study(dash)
     assert lab_app.widget_range(dash.widgets["alpha"]) == (0.02, 3.0)  # was 0.05-2 in the widget
     assert lab_app.widget_range(dash.widgets["n_queries"]) == (8, 4096)  # was 16-1024
     assert dash.widgets["bandwidth"].options == list(BANDWIDTH_STOPS)

@@ -9,6 +9,7 @@ pytest.importorskip("glassllm")
 
 from apps import lab_app  # noqa: E402
 from apps.kvcache import KVCacheDashboard  # noqa: E402
+from tests.dashboards import assert_widgets_within_study  # noqa: E402
 from workbench.labs import kvcache as kv  # noqa: E402
 
 
@@ -20,11 +21,7 @@ def dash():
 
 
 def test_widgets_come_from_the_study(dash):
-    for name, widget in dash.widgets.items():
-        span = lab_app.widget_range(widget)
-        if span is not None:
-            lo, hi = dash.study.param[name].bounds
-            assert lo <= span[0] and span[1] <= hi, name
+    assert_widgets_within_study(dash)
     assert lab_app.widget_range(dash.widgets["rank_k"]) == (1, 64)
     assert lab_app.widget_range(dash.widgets["bits"]) == (1, 16)
     assert dash.widgets["text"].max_length == 2000
