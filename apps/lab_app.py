@@ -51,6 +51,11 @@ Library notes: a lab tells the user about a setting with :func:`workbench.study.
 A :class:`~workbench.study.StudyInputError` raised by ``compute`` is shown as a warning and the
 last good knobs and view are restored; any other exception is logged and shown as a plain error.
 
+Hooks: HoloViews keeps a ``.opts(hooks=[...])`` callable in its process-wide option store until
+the element carrying it is freed, so a hook must not hold the dashboard (capture only what it
+needs, or use :class:`apps.shell.LiveMarker`): one that closes over ``self`` keeps every closed
+page and its Study alive (``tests/test_load.py`` checks every lab after a soak).
+
 Browser tests: ``tests/browser.py`` has the helpers (``wait_for_plots``, ``plot_signature``,
 ``press_slider``, ``wait_for_redraw``, ``serious``); ``tests/test_lab_app.py`` shows them used.
 

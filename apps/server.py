@@ -3,20 +3,42 @@
 Routes come from the lab registry (:func:`workbench.labs.registry`) and the dashboard modules
 that exist (``apps/<lab>.py``): a lab without a dashboard is simply not served, and a dashboard
 module that fails to import is logged and left out instead of taking the server down.
+
+Diagnostics (opt-in): with ``WORKBENCH_DIAGNOSTICS=1`` in the environment the server also answers
+``GET /_workbench/diagnostics`` (from loopback addresses only) with JSON counts taken after a
+``gc.collect()``: live ``Study`` and ``LabDashboard`` objects, Bokeh sessions and documents, the
+server's resident memory and whether the caches are warm. ``benchmarks/loadtest.py`` and
+``tests/test_load.py`` read it to check that closed sessions leave nothing behind. In this mode a
+closed session is discarded after 1 s instead of Bokeh's 15 s (checked every 1 s instead of
+17 s), so a soak sees its memory come back without waiting half a minute. Without the variable
+neither the endpoint nor the shorter lifetime exists.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+import ipaddress
+import json
 import logging
+import os
 import socket
 import threading
+from typing import Any
 
 import panel as pn
+import tornado.web
 
 from apps.shell import lab_pages
 
 log = logging.getLogger("workbench.apps")
+
+#: Environment variable that turns the diagnostics endpoint on (value "1"); off by default.
+DIAGNOSTICS_ENV = "WORKBENCH_DIAGNOSTICS"
+#: Where the diagnostics JSON is served when it is on.
+DIAGNOSTICS_PATH = "/_workbench/diagnostics"
+#: Set once the background warm-up has run (reported by the diagnostics endpoint).
+_warm_done = threading.Event()
 
 
 def _dashboard_modules() -> dict:
@@ -62,6 +84,7 @@ def _warm_caches() -> None:
             warm()
         except Exception:  # warming is an optimisation; a failure shows up in the session
             log.exception("warming %s failed", lab)
+    _warm_done.set()
 
 
 def _free_port(address: str) -> int:
@@ -94,11 +117,104 @@ def allowed_origins(address: str, port: int) -> list[str]:
     return sorted({f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")})
 
 
+# --- diagnostics (opt-in) -------------------------------------------------------------------------
+def diagnostics_enabled() -> bool:
+    return os.environ.get(DIAGNOSTICS_ENV, "").strip() == "1"
+
+
+def _rss_bytes() -> int | None:
+    """Resident memory of this process (Linux /proc; psutil elsewhere when installed)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.Process().memory_info().rss)
+
+
+def diagnostics(tornado_app: Any) -> dict[str, Any]:
+    """Counts of what is alive in the server, after a full garbage collection.
+
+    Objects are counted by a walk over ``gc.get_objects()`` (every container the collector
+    tracks), so any Study alive for any reason is seen, however it was made; the walk costs a
+    fraction of a second, which is why this runs only on request and only in diagnostics mode.
+    """
+    from bokeh.document import Document
+
+    from apps.lab_app import LabDashboard
+    from workbench.study import Study
+
+    gc.collect()
+    studies: dict[str, int] = {}
+    dashboards = documents = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, Study):
+            lab = type(obj).lab or type(obj).__name__
+            studies[lab] = studies.get(lab, 0) + 1
+        elif isinstance(obj, LabDashboard):
+            dashboards += 1
+        elif isinstance(obj, Document):
+            documents += 1
+    sessions = sum(len(tornado_app.get_sessions(path)) for path in tornado_app.app_paths)
+    return {
+        "live_studies": sum(studies.values()),
+        "live_studies_by_lab": studies,
+        "live_dashboards": dashboards,
+        "live_documents": documents,
+        "sessions": sessions,
+        "rss_bytes": _rss_bytes(),
+        "threads": threading.active_count(),
+        "warm": _warm_done.is_set(),
+    }
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack socket
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+class DiagnosticsHandler(tornado.web.RequestHandler):
+    """``GET`` the :func:`diagnostics` JSON; refused (403) unless the peer is a loopback address.
+
+    The peer is the socket's own address (the server does not trust X-Forwarded-For), so a
+    server started with ``--address 0.0.0.0`` still answers only its own machine.
+    """
+
+    def get(self) -> None:
+        if not _is_loopback(self.request.remote_ip or ""):
+            raise tornado.web.HTTPError(403)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(diagnostics(self.application)))
+
+
+def _diagnostics_options() -> dict[str, Any]:
+    """Extra ``pn.serve`` options in diagnostics mode (none otherwise)."""
+    if not diagnostics_enabled():
+        return {}
+    return {
+        "extra_patterns": [(DIAGNOSTICS_PATH, DiagnosticsHandler)],
+        "check_unused_sessions_milliseconds": 1000,
+        "unused_session_lifetime_milliseconds": 1000,
+    }
+
+
 def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> None:
     """Serve every lab until interrupted (blocks)."""
     port = _check_port(address, port)
     table = routes()
     titles = {"/": "workbench"} | {lab: title for lab, title in lab_pages().items()}
+    options = _diagnostics_options()
     server = pn.serve(
         table,
         port=port,
@@ -108,10 +224,13 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
         start=False,
         title={k: v for k, v in titles.items() if k in table},
         threaded=False,
+        **options,
     )
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
     # The URL line is what users (and the browser tests) read to find the server.
     print(f"workbench: serving {len(table) - 1} labs at {url}", flush=True)
+    if options:
+        print(f"workbench: diagnostics at {url.rstrip('/')}{DIAGNOSTICS_PATH}", flush=True)
     _preload_lazy_modules()
     threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:

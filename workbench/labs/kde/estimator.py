@@ -393,7 +393,8 @@ def log_density(
     xp: Any = None,
     method: str = "auto",
 ) -> np.ndarray:
-    """log ρ̂_h(x) of the isotropic Gaussian KDE at each query row (exact, streamed).
+    """log ρ̂_h(x) of the isotropic Gaussian KDE at each query row (streamed; certified binned
+    path for many bandwidths).
 
     ρ̂_h(x) = (1/(n h^d)) Σ_i (2π)^{−d/2} exp(−|x − y_i|²/(2h²))  (brief, "The idea").
 
