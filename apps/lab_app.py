@@ -273,6 +273,11 @@ class LabDashboard:
                 elif isinstance(widget, pn.widgets.DiscreteSlider):
                     value = min(widget.options, key=lambda v: abs(v - value))
                 widget.value = value
+                if "value_throttled" in widget.param:
+                    # Keep value_throttled with value: left behind, the widget held two values
+                    # (value 1.05, value_throttled 1.0 on a page opened with ?cw=1.05).
+                    with param.edit_constant(widget):
+                        widget.value_throttled = value
         finally:
             self._syncing = False
 

@@ -55,6 +55,16 @@ def test_link_values_apply_and_bad_ones_are_refused_escaped():
     assert d.result["x"].size == 50  # what the plots show is what the widgets say
 
 
+def test_a_linked_slider_shows_the_links_value_not_the_default():
+    """Regression: a link set only ``value``, so a slider held two values (/criticality?cw=1.05
+    gave value 1.05 and value_throttled 1.0)."""
+    d = ToyDashboard(query={"scale": "2.5"})
+    slider = d.widgets["scale"]
+    assert slider.value == slider.value_throttled == d.study.scale == 2.5
+    d.request({"scale": 3.0})
+    assert slider.value == slider.value_throttled == 3.0
+
+
 def test_a_huge_link_value_is_a_clear_message():
     d = ToyDashboard(query={"points": "9" * 5000})
     assert "over 200 characters" in d.status.alert.object
