@@ -7,7 +7,7 @@ module that fails to import is logged and left out instead of taking the server 
 Diagnostics (opt-in): with ``WORKBENCH_DIAGNOSTICS=1`` in the environment the server also answers
 ``GET /_workbench/diagnostics`` (from loopback addresses only) with JSON counts taken after a
 ``gc.collect()``: live ``Study`` and ``LabDashboard`` objects, Bokeh sessions and documents, the
-server's resident memory and whether the caches are warm. ``benchmarks/loadtest.py`` and
+server's resident memory and whether the caches are warm (``?objects=0``: the cheap part only). ``benchmarks/loadtest.py`` and
 ``tests/test_load.py`` read it to check that closed sessions leave nothing behind. In this mode a
 closed session is discarded after 1 s instead of Bokeh's 15 s (checked every 1 s instead of
 17 s), so a soak sees its memory come back without waiting half a minute. Without the variable
@@ -138,13 +138,25 @@ def _rss_bytes() -> int | None:
     return int(psutil.Process().memory_info().rss)
 
 
-def diagnostics(tornado_app: Any) -> dict[str, Any]:
+def diagnostics(tornado_app: Any, objects: bool = True) -> dict[str, Any]:
     """Counts of what is alive in the server, after a full garbage collection.
 
     Objects are counted by a walk over ``gc.get_objects()`` (every container the collector
-    tracks), so any Study alive for any reason is seen, however it was made; the walk costs a
-    fraction of a second, which is why this runs only on request and only in diagnostics mode.
+    tracks), so any Study alive for any reason is seen, however it was made. The collection
+    and the walk hold the event loop for a fraction of a second, which is why they run only
+    on request, only in diagnostics mode, and not at all with ``objects=False`` (sessions,
+    memory and warm-up only: what a client polls while it waits).
     """
+    sessions = sum(len(tornado_app.get_sessions(path)) for path in tornado_app.app_paths)
+    report: dict[str, Any] = {
+        "sessions": sessions,
+        "rss_bytes": _rss_bytes(),
+        "threads": threading.active_count(),
+        "warm": _warm_done.is_set(),
+    }
+    if not objects:
+        return report
+
     from bokeh.document import Document
 
     from apps.lab_app import LabDashboard
@@ -161,17 +173,14 @@ def diagnostics(tornado_app: Any) -> dict[str, Any]:
             dashboards += 1
         elif isinstance(obj, Document):
             documents += 1
-    sessions = sum(len(tornado_app.get_sessions(path)) for path in tornado_app.app_paths)
-    return {
-        "live_studies": sum(studies.values()),
-        "live_studies_by_lab": studies,
-        "live_dashboards": dashboards,
-        "live_documents": documents,
-        "sessions": sessions,
-        "rss_bytes": _rss_bytes(),
-        "threads": threading.active_count(),
-        "warm": _warm_done.is_set(),
-    }
+    report.update(
+        live_studies=sum(studies.values()),
+        live_studies_by_lab=studies,
+        live_dashboards=dashboards,
+        live_documents=documents,
+        rss_bytes=_rss_bytes(),
+    )
+    return report
 
 
 def _is_loopback(address: str) -> bool:
@@ -184,7 +193,8 @@ def _is_loopback(address: str) -> bool:
 
 
 class DiagnosticsHandler(tornado.web.RequestHandler):
-    """``GET`` the :func:`diagnostics` JSON; refused (403) unless the peer is a loopback address.
+    """``GET`` the :func:`diagnostics` JSON (``?objects=0``: without the object counts);
+    refused (403) unless the peer is a loopback address.
 
     The peer is the socket's own address (the server does not trust X-Forwarded-For), so a
     server started with ``--address 0.0.0.0`` still answers only its own machine.
@@ -195,7 +205,8 @@ class DiagnosticsHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(403)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(diagnostics(self.application)))
+        objects = self.get_argument("objects", "1") != "0"
+        self.finish(json.dumps(diagnostics(self.application, objects=objects)))
 
 
 def _diagnostics_options() -> dict[str, Any]:
