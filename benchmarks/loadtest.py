@@ -714,6 +714,19 @@ async def _load(
     )
 
 
+def _run(coroutine):
+    """``asyncio.run`` on this thread, or on a fresh one when this thread already runs an event
+    loop (Playwright's sync API keeps one running in a test process)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def run_load(
     server: Server,
     sessions: int = 30,
@@ -728,7 +741,7 @@ def run_load(
     Every page is built before the first change (all sessions are then open at once); with
     ``budget_s``, no change starts later than that many seconds after the first one.
     """
-    return asyncio.run(_load(server, sessions, changes, labs, timeout, quiet, budget_s))
+    return _run(_load(server, sessions, changes, labs, timeout, quiet, budget_s))
 
 
 # --- the soak --------------------------------------------------------------------------------------
@@ -807,7 +820,7 @@ def run_soak(
     timeout: float = 120.0,
 ) -> SoakResult:
     """Open and close ``count`` sessions; then memory and the objects still alive."""
-    return asyncio.run(_soak(server, count, labs, concurrency, timeout))
+    return _run(_soak(server, count, labs, concurrency, timeout))
 
 
 # --- reports ---------------------------------------------------------------------------------------

@@ -71,6 +71,27 @@ def test_diagnostics_answer_loopback_peers_only(address, loopback):
     assert app_server._is_loopback(address) is loopback
 
 
+def test_diagnostics_handler_refuses_other_peers():
+    """The handler itself answers 403 to a peer that is not a loopback address (as a server
+    started with --address 0.0.0.0 would see a visitor from the network)."""
+    from unittest import mock
+
+    import tornado.httputil
+    import tornado.web
+
+    app = tornado.web.Application([(app_server.DIAGNOSTICS_PATH, app_server.DiagnosticsHandler)])
+    start = tornado.httputil.RequestStartLine("GET", app_server.DIAGNOSTICS_PATH, "HTTP/1.1")
+    headers = tornado.httputil.HTTPHeaders({"Host": "workbench.example:5006"})
+    request = tornado.httputil.HTTPServerRequest(
+        connection=mock.MagicMock(), start_line=start, headers=headers
+    )
+    request.remote_ip = "10.0.0.7"
+    handler = app_server.DiagnosticsHandler(app, request)
+    with pytest.raises(tornado.web.HTTPError) as refused:
+        handler.get()
+    assert refused.value.status_code == 403
+
+
 def test_load_plans_stay_inside_each_study_and_name_its_widgets():
     """The client finds widgets by the label the Study declares and moves them only to values
     the Study accepts (so a refusal during the load test is a fault, never the plan)."""
