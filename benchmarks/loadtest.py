@@ -760,7 +760,12 @@ class SoakResult:
 
 
 async def _soak(
-    server: Server, count: int, labs: tuple[str, ...], concurrency: int, timeout: float
+    server: Server,
+    count: int,
+    labs: tuple[str, ...],
+    concurrency: int,
+    timeout: float,
+    progress: bool,
 ) -> SoakResult:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, wait_until_warm, server)
@@ -786,6 +791,9 @@ async def _soak(
             done += 1
             if done % max(count // 10, 1) == 0:
                 checkpoints.append((done, server.rss_bytes()))
+                if progress:
+                    elapsed = time.perf_counter() - started
+                    print(f"  {done}/{count} pages opened and closed, {elapsed:.0f} s", flush=True)
 
     started = time.perf_counter()
     first = min(len(labs), count)  # one page of each lab fills the lazily built caches
@@ -818,9 +826,10 @@ def run_soak(
     labs: tuple[str, ...] = LABS,
     concurrency: int = 4,
     timeout: float = 120.0,
+    progress: bool = False,
 ) -> SoakResult:
     """Open and close ``count`` sessions; then memory and the objects still alive."""
-    return _run(_soak(server, count, labs, concurrency, timeout))
+    return _run(_soak(server, count, labs, concurrency, timeout, progress))
 
 
 # --- reports ---------------------------------------------------------------------------------------
@@ -974,7 +983,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         started = time.perf_counter()
         if args.soak:
-            result = run_soak(server, args.soak, labs, args.concurrency, args.timeout)
+            result = run_soak(
+                server, args.soak, labs, args.concurrency, args.timeout, progress=True
+            )
             print_soak(result)
             failed = bool(result.errors)
         else:
