@@ -83,21 +83,20 @@ Minimal example (a complete lab page)::
 
 from __future__ import annotations
 
-import atexit
 import html
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 import panel as pn
 import param
 import xarray as xr
 
-from apps import shell
+from apps import sessions, shell
 from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them from here
     MAX_LINK_VALUE,
     in_session,
@@ -108,25 +107,10 @@ from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them fr
     widget_for,
     widget_range,
 )
+from apps.sessions import POOL_WORKERS, worker_pool  # noqa: F401 - re-exported
 from workbench.study import Cancelled, Study, StudyInputError, cancellable
 
 log = logging.getLogger("workbench.apps")
-
-#: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL).
-POOL_WORKERS = 4
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def worker_pool() -> ThreadPoolExecutor:
-    """The process's compute pool, created once under a lock and shut down at exit."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="lab-compute")
-            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
-        return _pool
 
 
 # --- the dashboard ---------------------------------------------------------------------------------
@@ -578,7 +562,7 @@ class LabDashboard:
             self.close()
         except Exception:
             log.exception("closing the %s page failed", self.study.lab)
-        _forget_js_callbacks(self.widgets.values())
+        sessions.forget_js_callbacks(self.widgets.values())
 
     # --- entry points -------------------------------------------------------------------------
     @classmethod
@@ -600,22 +584,6 @@ class LabDashboard:
         dashboard = cls.__new__(cls)
         dashboard.status = shell.StatusLine()
         dashboard.compute(cls.study_class())
-
-
-def _forget_js_callbacks(widgets: Any) -> None:
-    """Take the page's widgets out of Panel's process-wide registry of JS callbacks.
-
-    ``panel.links.Callback.registry`` maps a widget (weakly) to its callbacks, but a callback
-    holds its ``args`` strongly: an ``EditableFloatSlider`` registers its text box with
-    ``args={"slider": <its slider>}``, and the slider's watchers lead back to the text box, so
-    the entry can never be dropped, and through the widget watchers it kept the closed page and
-    its Study alive (found by ``benchmarks/loadtest.py --soak``; tests/test_load.py).
-    """
-    from panel.links import Callback
-
-    for widget in widgets:
-        for part in widget.select(pn.widgets.Widget):  # composites: their inner widgets too
-            Callback.registry.pop(part, None)
 
 
 class _Failure:

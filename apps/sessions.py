@@ -1,0 +1,43 @@
+"""Process-wide resources that every lab page's session shares: the compute pool, and the
+clean-up of Panel's process-wide registries when a session closes."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import panel as pn
+
+#: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL).
+POOL_WORKERS = 4
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """The process's compute pool, created once under a lock and shut down at exit."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="lab-compute")
+            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+        return _pool
+
+
+def forget_js_callbacks(widgets: Any) -> None:
+    """Take the page's widgets out of Panel's process-wide registry of JS callbacks.
+
+    ``panel.links.Callback.registry`` maps a widget (weakly) to its callbacks, but a callback
+    holds its ``args`` strongly: an ``EditableFloatSlider`` registers its text box with
+    ``args={"slider": <its slider>}``, and the slider's watchers lead back to the text box, so
+    the entry can never be dropped, and through the widget watchers it kept the closed page and
+    its Study alive (found by ``benchmarks/loadtest.py --soak``; tests/test_load.py).
+    """
+    from panel.links import Callback
+
+    for widget in widgets:
+        for part in widget.select(pn.widgets.Widget):  # composites: their inner widgets too
+            Callback.registry.pop(part, None)
