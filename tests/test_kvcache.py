@@ -8,7 +8,9 @@ loss for the attention and the replay, and the brief's byte counts.
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -419,3 +421,107 @@ def test_quantizer_numpy_and_cupy_agree(cupy_backend):
         host = kv.quantize(x, [2, 4, 8], **kwargs)
         device = kv.quantize(cupy_backend.asarray(x), [2, 4, 8], **kwargs)
         np.testing.assert_allclose(cupy_backend.asnumpy(device), host, atol=1e-12)
+
+
+# --- your own attention inputs (hidden states X through glassllm's weights) --------------------
+ATTENTION = ("keys", "keys_rope", "values", "queries", "queries_rope", "mix", "inputs")
+
+
+def _residual_stream(layer: int, model: str = "en") -> np.ndarray:
+    """X entering block ``layer`` for the Alice opening, from glassllm's own trace (the token
+    embeddings for layer 0, the previous block's output after)."""
+    net, _ = kvdata._model(model)
+    tracer = glassllm.Tracer()
+    net.forward(list(kvdata.tokenize(None, model)), trace=tracer)
+    if layer == 0:
+        return tracer.get("embed").value.astype(np.float64)
+    return tracer.get("resid.ffn", layer=layer - 1).value
+
+
+@pytest.mark.parametrize("layer", [0, 1, 3])
+def test_attention_inputs_from_the_residual_stream_give_the_built_in_cache(layer, tmp_path):
+    from workbench.labs.kvcache import userdata
+
+    x = _residual_stream(layer)
+    ref = kv.load_activations("en", None, layer)
+    ds = userdata.activations_from_inputs(x, "en", layer)
+    for name in (*ATTENTION, "w_k", "w_v", "w_o"):
+        np.testing.assert_allclose(ds[name].values, ref[name].values, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ds["hidden_states"].values, x)
+    # the same X from a file: a .npy read as inputs, a .safetensors tensor named hidden_states
+    np.save(tmp_path / "x.npy", x)
+    head = json.dumps(
+        {"hidden_states": {"dtype": "F64", "shape": [128, 128], "data_offsets": [0, x.nbytes]}}
+    ).encode()
+    blob = struct.pack("<Q", len(head)) + head + x.astype("<f8").tobytes()
+    (tmp_path / "x.safetensors").write_bytes(blob)  # written from the format's specification
+    for path, kind in ((tmp_path / "x.npy", "inputs"), (tmp_path / "x.safetensors", "auto")):
+        got = kv.activations_from_file(path, kind=kind, layer=layer)
+        np.testing.assert_allclose(got["keys"].values, ref["keys"].values, rtol=0, atol=1e-12)
+        assert got.attrs["kind"] == "inputs" and "128 tokens × 128" in got.attrs["layout"]
+    # a .npy is still a cache file unless it is said to hold inputs
+    assert "hidden_states" not in kv.activations_from_file(tmp_path / "x.npy")
+
+
+def test_attention_inputs_refusals_name_the_bound(tmp_path):
+    from workbench.labs.kvcache import userdata
+
+    x = _residual_stream(1)
+    cases = [
+        (x[:, :64], "64 features per token; glassllm en's d_model .* is 128"),
+        (np.vstack([x, x[:1]]), "129 tokens; use 2 to 128 tokens"),
+        (x[:1], "1 tokens; use 2 to 128 tokens"),
+        (np.where(np.arange(128) == 5, np.nan, x), "NaN or infinite"),
+        (x * 1e120, "entries over 1e\\+100"),
+        (x[None], "shape \\(tokens, 128\\)"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(StudyInputError, match=message):
+            userdata.activations_from_inputs(bad, "en", 1)
+    with pytest.raises(StudyInputError, match="from 0 to 3"):
+        userdata.activations_from_inputs(x, "en", 4)
+    # through a file: NaN, too many tokens, a header claiming too many bytes (before reading)
+    np.save(tmp_path / "nan.npy", np.full((4, 128), np.nan))
+    np.save(tmp_path / "long.npy", np.ones((300, 128)))
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 128), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    (tmp_path / "big.npy").write_bytes(
+        b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+    )
+    for name, message in [
+        ("nan.npy", "NaN"),
+        ("long.npy", "300 tokens; use 2 to 128"),
+        ("big.npy", "over the 4.0 MiB limit"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            kv.activations_from_file(tmp_path / name, kind="inputs")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        kv.activations_from_file(tmp_path / "nan.npy", kind="weights")
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "pca", "think"])
+def test_study_on_attention_inputs_matches_the_built_in_path(method):
+    from workbench.labs.kvcache import userdata
+
+    built_in = kv.KVCacheStudy(source="en", layer=1, method=method, window=4)
+    mine = kv.KVCacheStudy(method=method, window=4, layer=3)
+    changed = mine.use_arrays(userdata.activations_from_inputs(_residual_stream(1), "en", 1))
+    assert changed == {"source": "upload", "layer": 1}  # weights known: the method stays
+    assert mine.unused_knobs == ("text",) and mine.max_rank == 64
+    point = {"rank_k": [4, 16], "rank_v": [8, 64], "bits": [2, 4, 16]}
+    a, b = built_in.evaluate(**point), mine.evaluate(**point)
+    for name in a.data_vars:
+        if name != "loss_change":
+            np.testing.assert_allclose(b[name].values, a[name].values, rtol=1e-12, atol=1e-12)
+    assert np.isnan(b.loss_change.values).all() and np.isfinite(a.loss_change.values).all()
+    assert "no next-token loss" in b.attrs["data_note"]
+    ga, gb = built_in.grid(ranks=[2, 8], layers=[1]), mine.grid(ranks=[2, 8])
+    assert list(gb.layer.values) == [1]  # the layer the inputs go through
+    for name in ga.data_vars:
+        np.testing.assert_allclose(gb[name].values, ga[name].values, rtol=1e-12, atol=1e-12)
+    assert mine.spectrum_layer == 1 and list(mine.spectra().layer.values) == [1]
+    # another layer: the same X through block 2's weights
+    mine.layer = 2
+    want = userdata.activations_from_inputs(_residual_stream(1), "en", 2)
+    np.testing.assert_array_equal(mine.layer_data()["keys"].values, want["keys"].values)
+    assert mine.session_copy().layer_data()["keys"].equals(want["keys"])

@@ -155,24 +155,59 @@ def _trace(model: str, ids: tuple[int, ...]) -> dict[str, Any]:
     net, _ = _model(model)
     tracer = Tracer()
     net.forward(list(ids), trace=tracer)
-    layers = []
-    for i, block in enumerate(net.blocks):
-        att = block.attn
-        layers.append(
-            {
-                "keys": tracer.get("attn.k", layer=i).value,
-                "keys_rope": tracer.get("attn.rope_k", layer=i).value,
-                "values": tracer.get("attn.v", layer=i).value,
-                "queries": tracer.get("attn.q", layer=i).value,
-                "queries_rope": tracer.get("attn.rope_q", layer=i).value,
-                "mix": tracer.get("attn.mix", layer=i).value,
-                "inputs": tracer.get("norm.attn", layer=i).value,
-                "w_k": att.W_K.data.astype(np.float64),
-                "w_v": att.W_V.data.astype(np.float64),
-                "w_o": att.W_O.data.astype(np.float64),
-            }
-        )
+    layers = [_traced_layer(tracer, i, block.attn) for i, block in enumerate(net.blocks)]
     return {"layers": layers, "rope_base": float(net.cfg.rope_base)}
+
+
+def _traced_layer(tracer, i: int, att) -> dict[str, np.ndarray]:
+    """Layer ``i``'s attention tensors from a glassllm trace, and its weights (float64)."""
+    return {
+        "keys": tracer.get("attn.k", layer=i).value,
+        "keys_rope": tracer.get("attn.rope_k", layer=i).value,
+        "values": tracer.get("attn.v", layer=i).value,
+        "queries": tracer.get("attn.q", layer=i).value,
+        "queries_rope": tracer.get("attn.rope_q", layer=i).value,
+        "mix": tracer.get("attn.mix", layer=i).value,
+        "inputs": tracer.get("norm.attn", layer=i).value,
+        "w_k": att.W_K.data.astype(np.float64),
+        "w_v": att.W_V.data.astype(np.float64),
+        "w_o": att.W_O.data.astype(np.float64),
+    }
+
+
+def model_shape(model: str) -> dict[str, int]:
+    """d_model, layers and context of a glassllm model (what attention inputs must match)."""
+    net, _ = _model(model)
+    return {"d_model": net.cfg.d_model, "layers": len(net.blocks), "context": net.cfg.max_len}
+
+
+def project_inputs(model: str, hidden: np.ndarray, layer: int) -> xr.Dataset:
+    """Keys, values and queries of glassllm block ``layer`` for residual-stream inputs ``hidden``.
+
+    ``hidden`` is X, the residual stream entering the block, (token, d_model), positions from 0.
+    glassllm's own block runs on it (so nothing is re-implemented): h = RMSNorm₁(X) =
+    X / √(mean(X²) + ε) · γ₁, K = h W_K, V = h W_V, Q = h W_Q, RoPE on Q and K, causal
+    grouped-query attention. X enters at the precision the model has at that point (float32, its
+    embeddings' type, for layer 0; float64 after). X taken from glassllm's own residual stream therefore gives back the traced K, V, Q exactly.
+    Shapes are checked by the caller (:func:`workbench.labs.kvcache.userdata.activations_from_inputs`).
+    """
+    from glassllm import Tensor, Tracer  # noqa: PLC0415 - optional dependency
+
+    net, _ = _model(model)
+    block = net.blocks[int(layer)]
+    tracer = Tracer()
+    # The precision the model has there: its float32 token embeddings enter layer 0, and the
+    # residual stream is float64 after the first block (glassllm promotes in the norm's output).
+    dtype = net.E.data.dtype if int(layer) == 0 else np.float64
+    x = Tensor(np.asarray(hidden, dtype=dtype)[None])
+    # The FFN half runs too (negligible). No glassllm.no_grad: it flips a process-wide flag,
+    # which concurrent sessions' threads could leave switched off.
+    block(x, int(layer), tracer)
+    ds = _to_dataset(
+        _traced_layer(tracer, int(layer), block.attn), rope_base=float(net.cfg.rope_base)
+    )
+    ds.attrs.update(model=model, layer=int(layer), n_tokens=int(x.shape[1]))
+    return ds
 
 
 def n_layers(source: str) -> int:

@@ -218,6 +218,12 @@ class KVCacheStudy(UserArrays, Study):
     @property
     def data_note(self) -> str:
         """What the page should say about the data ("" when it is what the user asked for)."""
+        if self._using_inputs():
+            return (
+                f"your attention inputs ({self._user.attrs['file']}) through glassllm "
+                f"{self._user.attrs['model']} layer {int(self.layer)}'s W_K, W_V, W_Q: every "
+                "factorisation applies; no next-token loss (hidden states carry no token ids)"
+            )
         if self._using_user():
             name = self._user.attrs.get("file", "arrays")
             return (
@@ -240,17 +246,18 @@ class KVCacheStudy(UserArrays, Study):
     def layer_data(self, layer: int | None = None) -> xr.Dataset:
         self._require_data()
         if self._using_user():
-            return self._user
+            return self.user_layer(layer)
         layer = self.layer if layer is None else layer
         return _layer_data(self.data_source, self._text_key(), int(layer), int(self.seed))
 
     def compressor(self, layer: int | None = None) -> LayerCompressor:
         self._require_data()
         if self._using_user():
-            key = (self.method, float(self.exponent))
+            ds = self.user_layer(layer)
+            key = (int(ds.attrs.get("layer", 0)), self.method, float(self.exponent))
             if key not in self._user_compressors:
                 with single_blas_thread():
-                    self._user_compressors[key] = LayerCompressor(self._user, *key)
+                    self._user_compressors[key] = LayerCompressor(ds, *key[1:])
             return self._user_compressors[key]
         layer = self.layer if layer is None else layer
         return _compressor(
@@ -410,13 +417,19 @@ class KVCacheStudy(UserArrays, Study):
 
     # --- more views -----------------------------------------------------------------------------
     def grid(self, ranks: Any = None, bits: Any = DEFAULT_BITS, layers: Any = None) -> xr.Dataset:
-        """Tied ranks r_K = r_V = r over all layers: the (layer, rank, bits) cube of the Pareto
-        front. One factorisation per layer serves every rank; bits vectorised. No loss."""
+        """Tied ranks r_K = r_V = r over all layers (uploads: a cache file's one layer, or the
+        chosen layer for attention inputs): the (layer, rank, bits) cube of the Pareto front.
+        One factorisation per layer serves every rank; bits vectorised. No loss."""
         self.validate()
         ranks = self._values("rank_k", self._ranks() if ranks is None else ranks)
         b = self._values("bits", bits)
-        n_layers = 1 if self._using_user() else kvdata.n_layers(self.data_source)
-        layers = list(range(n_layers)) if layers is None else [int(v) for v in layers]
+        if self._using_user():  # a cache file is one layer; attention inputs: the chosen one
+            n_layers = kvdata.n_layers(self._user.attrs["model"]) if self._using_inputs() else 1
+            default = [int(self.layer)] if self._using_inputs() else [0]
+        else:
+            n_layers = kvdata.n_layers(self.data_source)
+            default = list(range(n_layers))
+        layers = default if layers is None else [int(v) for v in layers]
         if any(not 0 <= v < n_layers for v in layers):
             raise StudyInputError(f"layers must be between 0 and {n_layers - 1}")
         names = [
@@ -491,7 +504,7 @@ class KVCacheStudy(UserArrays, Study):
         """Spectra and rank@90 %, effective and stable rank of K, K_rope, V for every layer."""
         self.validate()
         if self._using_user():
-            layers = [self._user]
+            layers = [self.layer_data()]
         else:
             layers = [self.layer_data(i) for i in range(kvdata.n_layers(self.data_source))]
         with single_blas_thread():

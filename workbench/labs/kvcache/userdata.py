@@ -14,14 +14,27 @@ Layouts accepted by :func:`activations_from_file`:
   head_dim) or (heads, tokens, head_dim), the same shape), optionally ``queries`` (query heads a
   multiple of the key heads, grouped-query attention).
 
-Keys are taken as pre-RoPE; the lab applies RoPE (base 10,000, adjacent channel pairs) for the
-attention metrics, as for glassllm. No weights come with a file, so the factorisations are the
-data-driven ones (PCA of the cache, ThinK channel pruning) and there is no next-token loss.
+* **attention inputs**: hidden states X, the residual stream entering a glassllm block, shape
+  (tokens, d_model) with d_model = 128 and at most the model's 128-token context: a
+  ``.safetensors`` tensor named ``inputs`` or ``hidden_states``, or any one array read with
+  ``kind="inputs"`` (the page's "attention inputs" choice). :func:`activations_from_inputs` runs
+  glassllm's own block on X (RMSNorm₁, then K = h W_K, V = h W_V, Q = h W_Q, RoPE, attention),
+  for the layer chosen (the ``layer`` knob applies), so every factorisation applies, the
+  weight-based ones too. There is no next-token loss: a loss needs the token ids that follow
+  each position, and hidden states do not carry them (the layers after could be replayed, but
+  there is nothing to score them against).
+
+Keys of a cache file are taken as pre-RoPE; the lab applies RoPE (base 10,000, adjacent channel
+pairs) for the attention metrics, as for glassllm. No weights come with a cache file, so the
+factorisations are the data-driven ones (PCA of the cache, ThinK channel pruning) and there is
+no next-token loss.
 
 Caps (stated on the page): each tensor at most :data:`USER_MAX_BYTES` as float64, at most
 :data:`MAX_TOKENS` tokens (attention costs heads × tokens² per bit-width), :data:`MAX_HEADS`
 heads (key and query heads) and :data:`MAX_HEAD_DIM` channels per head, an even head_dim (RoPE
-rotates channel pairs).
+rotates channel pairs). Attention inputs: the same bytes cap, 2 to the model's context (128)
+tokens, exactly d_model features, entries at most :data:`MAX_INPUT_ABS` in size (RMSNorm squares
+them).
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ import xarray as xr
 from workbench.data import MAX_HEADER_BYTES, load_array
 from workbench.study import StudyInputError, knob_label
 
-from .data import activations_from_arrays
+from .data import MODELS, activations_from_arrays, glassllm_status, model_shape, project_inputs
 
 #: Most tokens of an uploaded cache (the attention matrices grow as tokens²).
 MAX_TOKENS = 512
@@ -51,6 +64,13 @@ USER_MAX_BYTES = 8 * MAX_HEADS * MAX_TOKENS * MAX_HEAD_DIM
 SUFFIXES = (".npy", ".safetensors")
 #: Tensor names read from a several-tensor ``.safetensors`` file.
 NAMES = ("keys", "values", "queries")
+#: Tensor names read as attention inputs (hidden states X) from a ``.safetensors`` file.
+INPUT_NAMES = ("inputs", "hidden_states")
+#: What a file holds: "auto" (a cache, unless a .safetensors tensor is named as inputs),
+#: "cache" (keys/values) or "inputs" (hidden states X).
+KINDS = ("auto", "cache", "inputs")
+#: Largest |entry| of attention inputs: RMSNorm squares X (overflow beyond ~1e154).
+MAX_INPUT_ABS = 1e100
 
 
 def _shown(name: str, limit: int = 60) -> str:
@@ -98,7 +118,13 @@ def check_cache_shape(label: str, shape: tuple[int, ...], queries: bool = False)
 
 
 def activations_from_file(
-    path: str | os.PathLike, *, name: str | None = None, rope_base: float = 10000.0
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    rope_base: float = 10000.0,
+    kind: str = "auto",
+    model: str = "en",
+    layer: int = 1,
 ) -> xr.Dataset:
     """Keys and values from your ``.npy`` / ``.safetensors`` file, in the lab's layout.
 
@@ -110,7 +136,13 @@ def activations_from_file(
         The file name shown in messages (default: the path's name); its suffix must be that of
         ``path``.
     rope_base
-        RoPE base applied to keys and queries for the attention metrics.
+        RoPE base applied to keys and queries of a cache file for the attention metrics.
+    kind
+        One of :data:`KINDS`: "auto" reads a cache unless a ``.safetensors`` tensor is named
+        ``inputs`` / ``hidden_states``; "inputs" reads the file's one array as hidden states X.
+    model, layer
+        For attention inputs: the glassllm model and block that project X
+        (:func:`activations_from_inputs`).
 
     Returns
     -------
@@ -128,10 +160,25 @@ def activations_from_file(
     if suffix not in SUFFIXES:
         raise ValueError(f"{label}: use a .npy or .safetensors file")
 
-    def read(key: str | None = None) -> np.ndarray:
-        return load_array(path, max_bytes=USER_MAX_BYTES, ndim=(2, 3), name=label, key=key)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {_shown(str(kind), 20)!r}")
+
+    def read(key: str | None = None, ndim=(2, 3)) -> np.ndarray:
+        return load_array(path, max_bytes=USER_MAX_BYTES, ndim=ndim, name=label, key=key)
 
     names = _tensor_names(path) if suffix == ".safetensors" else None
+    named = [k for k in INPUT_NAMES if k in (names or ())]
+    if kind != "cache" and (named or kind == "inputs"):
+        if names is not None and len(names) > 1 and not named:
+            raise ValueError(
+                f"{label}: holds {len(names)} tensors; name the hidden states "
+                f"{' or '.join(INPUT_NAMES)}, or save one tensor"
+            )
+        hidden = read(named[0] if named else None, ndim=2)
+        ds = activations_from_inputs(hidden, model, layer, label=label)
+        if named:
+            ds.attrs["layout"] += f" (tensor {named[0]})"
+        return ds
     if names is not None and {"keys", "values"} <= set(names):
         arrays = {k: read(k) for k in NAMES if k in names}
         layout = " and ".join(k for k in NAMES if k in arrays) + " (named tensors)"
@@ -152,6 +199,84 @@ def activations_from_file(
     return ds
 
 
+def activations_from_inputs(
+    hidden, model: str = "en", layer: int = 1, *, label: str = "inputs"
+) -> xr.Dataset:
+    """Keys, values and queries of glassllm block ``layer`` for your attention inputs X.
+
+    X (tokens, d_model) is the residual stream entering the block. glassllm's own block runs on
+    it (:func:`workbench.labs.kvcache.data.project_inputs`): h = RMSNorm₁(X) = X / √(mean(X²) +
+    ε) · γ₁, K = h W_K, V = h W_V, Q = h W_Q, RoPE on Q and K (as for a prompt), causal
+    grouped-query attention. X taken from the model's residual stream for a prompt gives back
+    that prompt's K, V and Q exactly.
+
+    Returns the :func:`~workbench.labs.kvcache.load_activations` layout with the weights (every
+    factorisation applies), plus ``hidden_states`` (token, feature): X itself, so that a Study
+    can project it through another layer. No loss: X carries no token ids (module docstring).
+
+    Raises StudyInputError, naming the bound, for a d_model other than the model's, tokens
+    outside 2..context, NaN/inf or entries over :data:`MAX_INPUT_ABS`, a layer out of range.
+    """
+    ok, message = glassllm_status()
+    if not ok:
+        raise StudyInputError(f"{label}: attention inputs need glassllm's weights; {message}")
+    if model not in MODELS:
+        raise StudyInputError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    shape = model_shape(model)
+    d, context = shape["d_model"], shape["context"]
+    try:
+        x = np.asarray(hidden, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise StudyInputError(f"{label}: hidden states must be a numeric array ({exc})") from None
+    if x.ndim != 2:
+        raise StudyInputError(
+            f"{label}: hidden states must have shape (tokens, {d}) for glassllm {model}, "
+            f"got {x.shape}"
+        )
+    tokens, width = x.shape
+    if width != d:
+        raise StudyInputError(
+            f"{label}: {width} features per token; glassllm {model}'s d_model (the width of its "
+            f"residual stream) is {d}"
+        )
+    if not 2 <= tokens <= context:
+        raise StudyInputError(
+            f"{label}: {tokens} tokens; use 2 to {context} tokens (glassllm's context)"
+        )
+    if not np.all(np.isfinite(x)):
+        raise StudyInputError(f"{label}: hidden states contain NaN or infinite values")
+    if np.abs(x).max() > MAX_INPUT_ABS:
+        raise StudyInputError(
+            f"{label}: hidden states have entries over {MAX_INPUT_ABS:g} in size (RMSNorm "
+            "squares them); rescale them"
+        )
+    if not (isinstance(layer, int | np.integer) and 0 <= layer < shape["layers"]):
+        raise StudyInputError(f"layer must be a whole number from 0 to {shape['layers'] - 1}")
+    ds = project_inputs(model, x, int(layer))
+    ds["hidden_states"] = xr.Variable(
+        ("token", "feature"), x, {"units": "1", "long_name": "your attention inputs X"}
+    )
+    ds.attrs.update(
+        source=f"attention inputs through glassllm {model}",
+        kind="inputs",
+        file=label,
+        layout=f"attention inputs X, {tokens} tokens × {d}, through glassllm {model}'s weights",
+    )
+    return ds
+
+
+def project_to_layer(ds: xr.Dataset, layer: int) -> xr.Dataset:
+    """The attention inputs of ``ds`` (from :func:`activations_from_inputs`) through another
+    block of the same model (its K, V, Q and weights); ``ds`` itself for its own layer."""
+    if int(layer) == int(ds.attrs["layer"]):
+        return ds
+    out = activations_from_inputs(
+        ds["hidden_states"].values, ds.attrs["model"], int(layer), label=ds.attrs["file"]
+    )
+    out.attrs["layout"] = ds.attrs["layout"]
+    return out
+
+
 class UserArrays:
     """What :class:`~workbench.labs.kvcache.KVCacheStudy` does with your arrays (a mix-in).
 
@@ -166,13 +291,36 @@ class UserArrays:
     def _using_user(self) -> bool:
         return self.source == "upload" and self._user is not None
 
+    def _using_inputs(self) -> bool:
+        """True for attention inputs (weights known, the layer knob applies)."""
+        return self._using_user() and "hidden_states" in self._user
+
+    @property
+    def unused_knobs(self) -> tuple[str, ...]:
+        """Knobs the current data ignore: text for any upload, layer too for a cache file."""
+        if not self._using_user():
+            return ()
+        return ("text",) if self._using_inputs() else ("text", "layer")
+
+    def user_layer(self, layer: int | None = None) -> xr.Dataset:
+        """The uploaded data at ``layer`` (default: the knob): attention inputs are projected
+        through that block (kept per instance); a cache file is one layer."""
+        if not self._using_inputs():
+            return self._user
+        layer = int(self.layer if layer is None else layer)
+        key = ("layer", layer)
+        if key not in self._user_compressors:
+            self._user_compressors[key] = project_to_layer(self._user, layer)
+        return self._user_compressors[key]
+
     def use_arrays(self, ds: xr.Dataset | None) -> dict[str, Any]:
         """Analyse user arrays instead (from :func:`activations_from_file`,
         :func:`activations_from_arrays` or :func:`activations_from_npz`); ``None`` to stop.
 
         Sets ``source`` to "upload" (back to "en" for None) and moves the knobs the arrays
         cannot take to what they can (no weights: PCA; ranks at most the arrays' width; the
-        joint spectrum if the head shown does not exist). Returns the knobs it changed.
+        joint spectrum if the head shown does not exist; attention inputs: the layer they were
+        projected through). Returns the knobs it changed.
         """
         before = self.values()
         self.attach_arrays(ds)
@@ -182,8 +330,10 @@ class UserArrays:
         else:
             width = ds.sizes["head"] * ds.sizes["channel"]
             fixes: dict[str, Any] = {"source": "upload"}
-            if self.method in ("svd", "asvd"):
+            if self.method in ("svd", "asvd") and "w_k" not in ds:
                 fixes["method"] = "pca"
+            if "hidden_states" in ds:
+                fixes["layer"] = int(ds.attrs["layer"])
             for name in ("rank_k", "rank_v"):
                 fixes[name] = min(getattr(self, name), width)
             if self.spectrum_head != "joint" and int(self.spectrum_head) >= ds.sizes["head"]:
@@ -219,8 +369,11 @@ class UserArrays:
 
     @property
     def spectrum_layer(self) -> int:
-        """The layer label of :meth:`spectra` to show: user arrays are one layer, labelled 0."""
-        return 0 if self._using_user() else int(self.layer)
+        """The layer label of :meth:`spectra` to show: a cache file is one layer, labelled 0;
+        attention inputs are labelled by the layer that projects them."""
+        return (
+            int(self.user_layer().attrs.get("layer", 0)) if self._using_user() else int(self.layer)
+        )
 
     def _require_data(self) -> None:
         if self.source == "upload" and self._user is None:
@@ -246,7 +399,7 @@ class UserArrays:
                 raise StudyInputError(
                     f"{knob_label(self, name)} must be at most {width}, the arrays' width"
                 )
-        if self.method in ("svd", "asvd"):
+        if self.method in ("svd", "asvd") and "w_k" not in self._user:
             raise StudyInputError(
                 f"{knob_label(self, 'method')}: user arrays carry no weights; choose PCA or ThinK"
             )
