@@ -13,6 +13,7 @@ import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from apps.live import LiveFigures
 from workbench.labs import criticality as cr
 from workbench.labs.criticality import figures
 
@@ -35,6 +36,7 @@ EXPLANATION = r"""
 NETWORK_OPTIONS = [100, 300, 1000, 2000, 5000, 10_000, 20_000, 50_000]
 WIDTH_OPTIONS = [2**k for k in range(1, 9)]
 FLOW_PANES = ("kernel", "correlation", "gradients")
+PANES = (*FLOW_PANES, "phase", "histogram", "kurtosis")
 
 
 class CriticalityDashboard(LabDashboard):
@@ -55,33 +57,36 @@ class CriticalityDashboard(LabDashboard):
     def render(self, result):
         self.result = result
         self.flows = result["flows"]
-        if hasattr(self, "panes"):
-            for name, fig in self._figures().items():
-                self.panes[name].object = fig
+        if hasattr(self, "live"):
+            self._attach_tap(self.live.refresh())
 
     def update_cheap(self, changed):
         self.flows = self.study.flows()
-        figs = self._flow_figures()
-        for name in FLOW_PANES:
-            self.panes[name].object = figs[name]
+        self._attach_tap(self.live.refresh(*FLOW_PANES))
 
-    def _flow_figures(self):
-        return {
-            "kernel": figures.kernel_flow(self.flows),
-            "correlation": figures.correlation_flow(self.flows),
-            "gradients": figures.gradients(self.flows),
-        }
+    def _figure(self, name):
+        r, a = self.result, self.flows.attrs
+        if name == "kernel":
+            return figures.kernel_flow(self.flows)
+        if name == "correlation":
+            return figures.correlation_flow(self.flows)
+        if name == "gradients":
+            return figures.gradients(self.flows)
+        if name == "phase":
+            return figures.phase_diagram(
+                r["phase"],
+                current=(self.study.cb, self.study.cw),
+                critical=(a["critical_cb"], a["critical_cw"]),
+            )
+        if name == "histogram":
+            return figures.preactivation_histogram(r["mc"])
+        return figures.kurtosis_vs_aspect(r["mc"])
 
-    def _phase_figure(self):
-        a = self.flows.attrs
-        fig = figures.phase_diagram(
-            self.result["phase"],
-            current=(self.study.cb, self.study.cw),
-            critical=(a["critical_cb"], a["critical_cw"]),
-        )
-        tap = hv.streams.Tap(source=fig.get(0), x=None, y=None)
-        tap.add_subscriber(self._on_tap)
-        return fig
+    def _attach_tap(self, rebuilt=("phase",)):
+        """A click on the phase diagram (its live DynamicMap) moves (C_b, C_W) there."""
+        if "phase" in rebuilt:
+            tap = hv.streams.Tap(source=self.live.dmaps["phase"], x=None, y=None)
+            tap.add_subscriber(self._on_tap)
 
     def _on_tap(self, x=None, y=None):
         """A click on the phase diagram moves (C_b, C_W) there (validated like a widget)."""
@@ -90,17 +95,13 @@ class CriticalityDashboard(LabDashboard):
         self.request({"cb": round(max(float(x), 0.0), 3), "cw": round(max(float(y), 0.01), 2)})
 
     def _figures(self):
-        r = self.result
-        figs = self._flow_figures()
-        figs["phase"] = self._phase_figure()
-        figs["histogram"] = figures.preactivation_histogram(r["mc"])
-        figs["kurtosis"] = figures.kurtosis_vs_aspect(r["mc"])
-        return figs
+        return {name: self._figure(name) for name in PANES}
 
     def plots(self):
         opts = {"sizing_mode": "stretch_width", "min_height": 320}
-        self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in self._figures().items()}
-        p = self.panes
+        self.live = LiveFigures(self._figure, PANES, opts)
+        self._attach_tap()
+        self.panes = p = self.live.panes
         return pn.Column(
             shell.row(p["kernel"], p["correlation"]),
             shell.row(p["phase"], p["gradients"]),
@@ -127,6 +128,8 @@ class CriticalityDashboard(LabDashboard):
 
     def close(self):
         self.result = None
+        if hasattr(self, "live"):
+            self.live.close()
 
 
 create_app = CriticalityDashboard.create_app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import panel as pn
 
 from apps import shell
+from apps.knobs import log_slider
 from apps.lab_app import LabDashboard
 from workbench.labs import fractional as fr
 from workbench.labs.fractional import figures
@@ -42,6 +43,8 @@ class FractionalDashboard(LabDashboard):
     explanation = EXPLANATION
     widget_overrides = {
         "intervals": {"widget": pn.widgets.DiscreteSlider, "options": SIZE_OPTIONS},
+        # One stop per decade: a linear slider over [1e-14, 1e-2] offered only its two ends.
+        "tol": log_slider(fr.FractionalStudy, "tol"),
     }
 
     # --- heavy work (worker thread, on a snapshot) -------------------------------------------

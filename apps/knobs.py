@@ -71,6 +71,31 @@ def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
     return widget_type(**kwargs)
 
 
+def log_stops(study_class: type[Study], name: str, per_decade: int = 1) -> list[float]:
+    """Slider stops for a positive knob spanning decades: ``per_decade`` stops per factor of
+    ten over the knob's bounds, each a short decimal (1e-08, 2.2e-05), so the slider offers
+    every order of magnitude and the URL carries clean values. A linear slider over
+    [1e-14, 1e-2] would offer only its two ends (every other position rounds to ~k · 1e-3).
+    """
+    lo, hi = _widget_range(study_class.param[name])
+    if lo is None or hi is None or lo <= 0:
+        raise ValueError(f"{name}: a log scale needs positive finite bounds, not {lo}..{hi}")
+    first, last = math.floor(math.log10(lo) * per_decade), math.ceil(math.log10(hi) * per_decade)
+    stops = (float(f"{10 ** (k / per_decade):.2g}") for k in range(first, last + 1))
+    return sorted({v for v in stops if lo <= v <= hi})
+
+
+def log_slider(study_class: type[Study], name: str, per_decade: int = 1) -> dict[str, Any]:
+    """A ``widget_overrides`` entry showing knob ``name`` on a log scale (see
+    :func:`log_stops`); the label says so."""
+    p = study_class.param[name]
+    return {
+        "widget": pn.widgets.DiscreteSlider,
+        "options": log_stops(study_class, name, per_decade),
+        "label": f"{p.label or name} (log scale)",
+    }
+
+
 def _stop_distance(stop: float, value: float) -> float:
     """Distance between slider stops: on a log scale where both are positive, else linear
     (a stop of 0, e.g. "no jitter", must not crash the log)."""

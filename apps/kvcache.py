@@ -17,6 +17,7 @@ import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from apps.live import LiveFigures
 from apps.uploads import UploadBox
 from workbench.labs import kvcache as kv
 from workbench.labs.kvcache import figures, userdata
@@ -25,6 +26,8 @@ from workbench.labs.kvcache import figures, userdata
 PARETO_RANKS = (1, 2, 4, 8, 13, 16, 24, 32, 48, 64)
 #: Longest text the text box accepts (the model reads at most 128 tokens anyway).
 MAX_TEXT_CHARS = 2000
+#: The figure panes, in the order the layout and the full redraw use.
+PANES = ("spectrum", "energy", "rank", "bits", "pareto", "sqnr")
 
 EXPLANATION = r"""
 **What you see.** Keys K = X W_K and values V = X W_V of one layer of a small trained transformer
@@ -103,8 +106,8 @@ class KVCacheDashboard(LabDashboard):
         for name in ("text", "layer"):  # user arrays: one layer, no text
             self.widgets[name].disabled = self.study.data_source == "user"
         self.front = kv.pareto_points(result["grid"])
-        if hasattr(self, "panes"):
-            self._draw(set(self.panes))
+        if hasattr(self, "live"):
+            self._draw(PANES)
 
     def update_cheap(self, changed):
         """Only what the change touches: ranks → one point over the bits (~40 ms); bits →
@@ -116,6 +119,9 @@ class KVCacheDashboard(LabDashboard):
             self._draw({"rank", "bits", "pareto"})
         if changed & {"spectrum_head", "centered"}:
             self._draw({"spectrum", "energy"})
+
+    def _figure(self, name):
+        return self._figures([name])[name]
 
     def _figures(self, names=None):
         r, s = self.result, self.study
@@ -159,14 +165,13 @@ class KVCacheDashboard(LabDashboard):
         return head + "\n".join(lines)
 
     def _draw(self, names):
-        for name, fig in self._figures(names).items():
-            self.panes[name].object = fig
+        self.live.refresh(*names)  # in place where the figure's structure allows
         self.numbers.object = self._numbers()
 
     def plots(self):
-        figs = self._figures()
         opts = {"sizing_mode": "stretch_width", "min_height": 320}
-        self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in figs.items()}
+        self.live = LiveFigures(self._figure, PANES, opts)
+        self.panes = self.live.panes
         self.numbers = pn.pane.Markdown(self._numbers(), sizing_mode="stretch_width")
         p = self.panes
         return pn.Column(
@@ -205,6 +210,8 @@ class KVCacheDashboard(LabDashboard):
 
     def close(self):
         self.result = None
+        if hasattr(self, "live"):
+            self.live.close()
 
 
 def _sqnr():

@@ -96,7 +96,7 @@ import panel as pn
 import param
 import xarray as xr
 
-from apps import sessions, shell
+from apps import model_graph, sessions, shell
 from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them from here
     MAX_LINK_VALUE,
     in_session,
@@ -111,6 +111,8 @@ from apps.sessions import POOL_WORKERS, worker_pool  # noqa: F401 - re-exported
 from workbench.study import Cancelled, Study, StudyInputError, cancellable
 
 log = logging.getLogger("workbench.apps")
+# Every page is a Bokeh document: walk its model graph only when it changed (apps/model_graph.py).
+model_graph.install()
 
 
 # --- the dashboard ---------------------------------------------------------------------------------

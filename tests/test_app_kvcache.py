@@ -28,10 +28,12 @@ def test_widgets_come_from_the_study(dash):
 
 
 def test_rank_and_bits_update_numbers_and_figures_in_place(dash):
-    pane = dash.panes["pareto"]
-    before_numbers, before_fig = dash.numbers.object, pane.object
+    pane, dmap = dash.panes["pareto"], dash.panes["pareto"].object
+    before_numbers, before_fig = dash.numbers.object, dash.live.shown("pareto")
     assert dash.request({"rank_k": 12})
-    assert dash.panes["pareto"] is pane and pane.object is not before_fig  # same pane, new data
+    # Same pane and DynamicMap (patched in place, not rebuilt), a new frame.
+    assert dash.panes["pareto"] is pane and pane.object is dmap
+    assert dash.live.shown("pareto") is not before_fig
     assert dash.numbers.object != before_numbers
     here = kv.KVCacheStudy(rank_k=12).evaluate()
     want = float(here.output_rel_error.item())

@@ -1,0 +1,91 @@
+"""apps/live.py: figures patched in place when their structure allows, rebuilt otherwise."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+from bokeh.document import Document
+from bokeh.models import ColumnDataSource, GlyphRenderer, Legend
+
+from apps import lab_app  # noqa: F401 - installs the model-graph patch, as the server does
+from apps.live import LiveFigures, structure
+
+hv.extension("bokeh")
+
+
+class Curves:
+    """Two curves whose data, title and (optionally) labels follow a scale."""
+
+    def __init__(self):
+        self.scale, self.label, self.extra = 1.0, "fixed point K*", False
+
+    def draw(self, name):
+        x = np.arange(5.0)
+        layers = [
+            hv.Curve((x, self.scale * x), "x", "y", label="flow"),
+            hv.Curve((x, np.full(5, self.scale)), "x", "y", label=self.label),
+        ]
+        if self.extra:
+            layers.append(hv.Curve((x, -x), "x", "y", label="theory"))
+        return hv.Overlay(layers).opts(title=f"scale {self.scale:g}")
+
+
+def rendered(live, name="a"):
+    doc = Document()
+    doc.add_root(live.panes[name].get_root(doc))
+    return doc
+
+
+def renderers(doc):
+    return {m for m in doc.models if isinstance(m, GlyphRenderer)}
+
+
+def column_values(doc, column="y"):
+    return sorted(
+        tuple(np.asarray(m.data[column]).tolist())
+        for m in doc.models
+        if isinstance(m, ColumnDataSource) and column in m.data
+    )
+
+
+def test_same_structure_is_patched_in_place():
+    state = Curves()
+    live = LiveFigures(state.draw, ("a",))
+    doc = rendered(live)
+    glyphs, dmap = renderers(doc), live.panes["a"].object
+    for scale in (2.0, 3.0, 2.5):
+        state.scale = scale
+        assert live.refresh() == []
+        assert live.panes["a"].object is dmap  # not rebuilt
+        assert renderers(doc) == glyphs  # the same Bokeh glyphs, no new ones
+        assert (scale,) * 5 in column_values(doc)  # with the new data
+        assert tuple(scale * np.arange(5.0)) in column_values(doc)
+    titles = [m.text for m in doc.models if type(m).__name__ == "Title" and m.text]
+    assert titles == ["scale 2.5"]
+
+
+def test_a_new_label_or_layer_rebuilds_instead_of_piling_up_glyphs():
+    state = Curves()
+    live = LiveFigures(state.draw, ("a",))
+    first = live.panes["a"].object
+    state.label = "fixed point K* = 0.3"  # HoloViews would add a glyph per new label
+    assert live.refresh("a") == ["a"]
+    assert live.panes["a"].object is not first
+    doc = rendered(live)
+    assert len(renderers(doc)) == 2
+    labels = [item.label.value for m in doc.models if isinstance(m, Legend) for item in m.items]
+    assert labels == ["flow", "fixed point K* = 0.3"]
+    state.extra = True
+    assert live.refresh("a") == ["a"]
+    assert len(renderers(rendered(live))) == 3
+
+
+def test_structure_sees_types_labels_dimensions_and_layers():
+    a = hv.Curve([1, 2], "x", "y", label="a")
+    assert structure(a * hv.Curve([3, 4], "x", "y")) == structure(
+        hv.Curve([5, 6], "x", "y", label="a") * hv.Curve([0, 0], "x", "y")
+    )
+    assert structure(a) != structure(a.relabel("b"))
+    assert structure(a) != structure(hv.Scatter([1, 2], "x", "y", label="a"))
+    assert structure(a) != structure(hv.Curve([1, 2], "x", "z", label="a"))
+    assert structure(a * a) != structure(a * a * a)
