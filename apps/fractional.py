@@ -13,6 +13,7 @@ import panel as pn
 from apps import shell
 from apps.knobs import log_slider
 from apps.lab_app import LabDashboard
+from apps.live import LiveFigures
 from workbench.labs import fractional as fr
 from workbench.labs.fractional import figures
 
@@ -34,6 +35,9 @@ intervals (n = N + p − 2 unknowns, Greville points). A_n = h^{−α}(Toeplitz 
 
 #: The solve panel's sizes: powers of two (the operator is matrix-free, so all solve quickly).
 SIZE_OPTIONS = [2**k for k in range(4, 17)]
+#: Panes redrawn when the sweeps are recomputed, and those the live Krylov solve redraws.
+SWEEP_PANES = ("symbol", "symbol_pi", "cond", "errors", "counts")
+SOLVE_PANES = ("residual", "solution", "error")
 
 
 class FractionalDashboard(LabDashboard):
@@ -60,9 +64,8 @@ class FractionalDashboard(LabDashboard):
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
-        if hasattr(self, "panes"):
-            for name, fig in self._figures().items():
-                self.panes[name].object = fig
+        if hasattr(self, "live"):
+            self.live.refresh(*SWEEP_PANES)
         self.solve_live()
 
     def update_cheap(self, changed):
@@ -86,36 +89,40 @@ class FractionalDashboard(LabDashboard):
                 self.history.append(item.residual)
             else:
                 self.solved = item
-        if hasattr(self, "panes"):
-            self.panes["residual"].object = self._residual_figure()
-            if self.solved is not None:
-                self.panes["solution"].object = figures.solution(self.solved)
-                self.panes["error"].object = figures.pointwise_error(self.solved)
+        if hasattr(self, "live"):
+            self.live.refresh(
+                "residual", *(("solution", "error") if self.solved is not None else ())
+            )
 
     def _residual_figure(self):
         s = self.study
         title = f"GMRES live: N = {s.intervals}, tol {s.tol:g}"
         return figures.residual_histories({s.preconditioner: self.history}, title)
 
-    def _figures(self):
+    def _figure(self, name):
         r, s = self.result, self.study
-        figs = {
-            "symbol": figures.symbol_with_eigenvalues(r["spectrum"]),
-            "symbol_pi": figures.symbol_at_pi(r["symbol_pi"], current=(s.alpha, s.degree)),
-            "cond": figures.condition_numbers(r["cond"]),
-            "errors": figures.errors(r["errors"]),
-            "counts": figures.iteration_counts(r["counts"]),
-        }
-        return figs
+        if name == "symbol":
+            return figures.symbol_with_eigenvalues(r["spectrum"])
+        if name == "symbol_pi":
+            return figures.symbol_at_pi(r["symbol_pi"], current=(s.alpha, s.degree))
+        if name == "cond":
+            return figures.condition_numbers(r["cond"])
+        if name == "errors":
+            return figures.errors(r["errors"])
+        if name == "counts":
+            return figures.iteration_counts(r["counts"])
+        if name == "residual":
+            return self._residual_figure()
+        solved = self.solved if self.solved is not None else self.study.evaluate()
+        return figures.solution(solved) if name == "solution" else figures.pointwise_error(solved)
+
+    def _figures(self):
+        return {name: self._figure(name) for name in SWEEP_PANES}
 
     def plots(self):
-        figs = self._figures()
-        figs["residual"] = self._residual_figure()
-        solved = self.solved if self.solved is not None else self.study.evaluate()
-        figs["solution"] = figures.solution(solved)
-        figs["error"] = figures.pointwise_error(solved)
         opts = {"sizing_mode": "stretch_width", "min_height": 320}
-        self.panes = {name: pn.pane.HoloViews(fig, **opts) for name, fig in figs.items()}
+        self.live = LiveFigures(self._figure, (*SWEEP_PANES, *SOLVE_PANES), opts)
+        self.panes = self.live.panes
         p = self.panes
         return pn.Column(
             shell.row(p["symbol"], p["symbol_pi"]),
