@@ -4,9 +4,11 @@ Layout and bindings only; every number comes from :mod:`workbench.labs.kvcache`.
 the spectrum view are cheap (one layer, one point: a few ms, updated in place on the event
 loop); every other knob recomputes the spectra, the rank curves and the Pareto grid off the loop.
 
-Your own keys/values: an upload (:mod:`apps.uploads`) is read by
-:func:`workbench.labs.kvcache.activations_from_file` and kept in this session's Study only
-(``source`` = "upload"); text and layer then do not apply and are disabled.
+Your own keys/values or attention inputs: an upload (:mod:`apps.uploads`) is read by
+:func:`workbench.labs.kvcache.activations_from_file` on the worker pool and kept in this
+session's Study only (``source`` = "upload"); text then does not apply, nor layer for a cache
+file (attention inputs go through the chosen layer's weights). Disabled knobs follow
+``KVCacheStudy.unused_knobs``.
 """
 
 from __future__ import annotations
@@ -49,13 +51,21 @@ The next-token loss change is noisy on this tiny model: read the layer-local err
 **Your own K/V** (upload below): one array (tokens × head_dim or heads × tokens × head_dim) is
 analysed as the cache on both sides (keys = values, queries = keys), or a .safetensors file with
 tensors named keys and values (optionally queries). No weights come with a file: PCA or ThinK.
+**Attention inputs** instead: hidden states X (tokens × 128, the residual stream entering a
+block; a .npy, or a .safetensors tensor named inputs or hidden_states) go through the chosen
+layer's RMSNorm, W_K, W_V, W_Q and RoPE, so every factorisation applies; there is no loss (X
+carries no token ids).
 """
 UPLOAD_CAPS = (
     f"A .npy or .safetensors file: at most {userdata.USER_MAX_BYTES // 2**20} MiB per tensor as "
     f"float64, {userdata.MAX_TOKENS} tokens, {userdata.MAX_HEADS} heads and "
     f"{userdata.MAX_HEAD_DIM} channels per head (an even number). Pickled files are refused "
-    "unread. The arrays stay in this page's session only (never saved)."
+    "unread. The arrays stay in this page's session only (never saved). Attention inputs: "
+    "tokens × 128 (glassllm's d_model), 2 to 128 tokens (its context)."
 )
+#: What an uploaded file holds (the box's choice; a .safetensors tensor named inputs or
+#: hidden_states is read as attention inputs either way).
+UPLOAD_KINDS = {"keys / values": "auto", "attention inputs X": "inputs"}
 
 
 class KVCacheDashboard(LabDashboard):
@@ -77,7 +87,9 @@ class KVCacheDashboard(LabDashboard):
             caps=UPLOAD_CAPS,
             suffixes=userdata.SUFFIXES,
             max_bytes=userdata.USER_MAX_BYTES * len(userdata.NAMES),
-            on_file=self._use_file,
+            parse=self._read_file,
+            apply=self._use_data,
+            choices=UPLOAD_KINDS,
             status=self.status,
         )
 
@@ -103,8 +115,8 @@ class KVCacheDashboard(LabDashboard):
     def render(self, result):
         self.result = result
         self._good_user = self.study.user_arrays
-        for name in ("text", "layer"):  # user arrays: one layer, no text
-            self.widgets[name].disabled = self.study.data_source == "user"
+        for name in ("text", "layer"):  # uploads: no text; a cache file is one layer
+            self.widgets[name].disabled = name in self.study.unused_knobs
         self.front = kv.pareto_points(result["grid"])
         if hasattr(self, "live"):
             self._draw(PANES)
@@ -186,10 +198,20 @@ class KVCacheDashboard(LabDashboard):
     def sidebar_extras(self):
         return [self.upload.view]
 
-    def _use_file(self, path, name):
-        """Read an upload (ValueError refuses it; the previous data stay) and analyse it."""
-        ds = kv.activations_from_file(path, name=name)
-        self.study.use_arrays(ds)  # source "upload", PCA, ranks within the arrays' width
+    def _read_file(self, path, name, kind):
+        """Read an upload (worker thread; ValueError refuses it). Attention inputs go through
+        the page's model (English unless Portuguese is shown) at the current layer."""
+        study = self.study
+        model = study.source if study.source in kv.data.MODELS else "en"
+        if study.user_arrays is not None and "hidden_states" in study.user_arrays:
+            model = study.user_arrays.attrs["model"]  # the inputs shown now
+        return kv.activations_from_file(
+            path, name=name, kind=kind or "auto", model=model, layer=int(study.layer)
+        )
+
+    def _use_data(self, ds, name):
+        """Analyse a read upload (event loop); the previous data stayed until now."""
+        self.study.use_arrays(ds)  # source "upload"; PCA without weights; ranks within width
         self.status.clear()
         self.sync_widgets()
         self.write_link()

@@ -14,6 +14,10 @@ What happens to an upload (issue 13, "Your own data, safely"):
   becomes a path), handed to the lab's loader (which reads it with
   :func:`workbench.data.load_array` and its stated ``max_bytes``) and deleted at once, whatever
   happened; the widget's copy of the bytes is cleared too;
+* in a server session a lab that splits reading from applying (``parse`` / ``apply``) has the
+  file written and read on the shared worker pool, so the session's event loop stays free (the
+  largest CSV took 0.3 s to parse); the box says "reading …" meanwhile, the result is applied on
+  the session's loop, and a newer upload supersedes one still being read;
 * a refusal (``ValueError``, which includes :class:`~workbench.study.StudyInputError`) becomes
   an escaped warning on the page's status line and a line in the server log; any other error
   is logged with its traceback and the page shows a plain message. In both cases the page keeps
@@ -23,14 +27,19 @@ What happens to an upload (issue 13, "Your own data, safely"):
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import panel as pn
 import param
 
+from apps.knobs import in_session
+from apps.sessions import worker_pool
 from apps.shell import StatusLine
 
 log = logging.getLogger("workbench.apps")
@@ -93,10 +102,21 @@ def temporary_upload(data: bytes, filename: str, suffixes: Sequence[str]) -> Ite
 
 
 class UploadBox:
-    """A titled ``FileInput`` with the caps stated next to it.
+    """A titled ``FileInput`` with the caps stated next to it (and optionally a choice of what
+    the file holds).
 
-    ``on_file(path, name)`` is called with the temporary file and the visitor's (cleaned) file
-    name; it reads the file and applies it, raising ValueError to refuse it.
+    Two ways to use an upload:
+
+    * ``parse(path, name, choice)`` and ``apply(value, name)``: in a server session ``parse``
+      reads and checks the file on the shared worker pool (:func:`apps.sessions.worker_pool`)
+      while the box shows "reading …"; ``apply`` then runs on the session's event loop (the
+      document's next-tick callback, as lab pages apply their computations). A newer upload
+      supersedes one still being read (its result is dropped). Outside a session both run at
+      once, in order;
+    * ``on_file(path, name)``: reads and applies in one call on the event loop.
+
+    ``parse``, ``apply`` and ``on_file`` refuse a file by raising ValueError; the page then
+    keeps its data and view, and the status line says why.
     """
 
     def __init__(
@@ -106,13 +126,20 @@ class UploadBox:
         caps: str,
         suffixes: Sequence[str],
         max_bytes: int,
-        on_file: Callable[[Path, str], None],
         status: StatusLine,
+        on_file: Callable[[Path, str], None] | None = None,
+        parse: Callable[[Path, str, Any], Any] | None = None,
+        apply: Callable[[Any, str], None] | None = None,
+        choices: dict[str, str] | None = None,
     ) -> None:
+        if (on_file is None) == (parse is None or apply is None):
+            raise TypeError("give on_file, or parse and apply")
         self.suffixes = tuple(suffixes)
         self.max_file_bytes = int(max_bytes) + HEADER_ROOM
-        self.on_file = on_file
+        self.on_file, self.parse, self.apply = on_file, parse, apply
         self.status = status
+        self._doc = pn.state.curdoc if in_session() else None
+        self._generation = 0  # the newest upload; older reads are dropped when they finish
         self.input = pn.widgets.FileInput(
             accept=",".join(self.suffixes),
             multiple=False,
@@ -121,11 +148,15 @@ class UploadBox:
         )
         self.input.param.watch(self._received, "value")
         _install_guard()
-        self.view = pn.Column(
-            pn.pane.Markdown(f"**{title}**\n\n{caps}", sizing_mode="stretch_width"),
-            self.input,
-            sizing_mode="stretch_width",
+        self.choice = (
+            pn.widgets.RadioButtonGroup(options=dict(choices), sizing_mode="stretch_width")
+            if choices
+            else None
         )
+        self.reading = pn.pane.Markdown("", visible=False, margin=(0, 10))
+        parts = [pn.pane.Markdown(f"**{title}**\n\n{caps}", sizing_mode="stretch_width")]
+        parts += [self.choice] if self.choice is not None else []
+        self.view = pn.Column(*parts, self.input, self.reading, sizing_mode="stretch_width")
 
     def _received(self, event) -> None:
         data = event.new
@@ -143,6 +174,8 @@ class UploadBox:
 
     def too_large(self, filename: str, size_text: bytes) -> None:
         """The browser kept a file over the cap and sent its size instead (untrusted text)."""
+        self._generation += 1  # a file still being read is superseded
+        self._show_reading(None)
         text = size_text.decode("ascii", "replace")[:20]
         size = f" has {int(text) / 2**20:,.1f} MiB and" if text.isdigit() else ""
         self.status.warn(
@@ -152,25 +185,89 @@ class UploadBox:
         log.info("upload %r refused in the browser: %s bytes", shown_name(filename), text)
 
     def receive(self, data: bytes, filename: str) -> bool:
-        """Check, store briefly, load and apply one upload; True when it was applied."""
+        """Check, store briefly, read and apply one upload. True when it was applied, or (in a
+        session, with ``parse``) handed to the worker pool; False when refused."""
         name = shown_name(filename)
-        try:
-            if len(data) > self.max_file_bytes:
-                raise ValueError(
+        self._generation += 1
+        generation = self._generation
+        if len(data) > self.max_file_bytes:  # checked before anything is written or read
+            return self._refused(
+                name,
+                ValueError(
                     f"{name}: the file has {len(data) / 2**20:,.1f} MiB, over the "
                     f"{self.max_file_bytes / 2**20:,.1f} MiB limit for an upload"
-                )
-            with temporary_upload(data, filename, self.suffixes) as path:
-                self.on_file(path, name)
-        except ValueError as exc:  # load_array's and the lab's refusals: meant for a person
-            log.info("upload %r refused: %s", name, exc)
-            self.status.warn(str(exc))
-            return False
-        except Exception:  # the server must survive any file
-            log.exception("reading the upload %r failed", name)
-            self.status.error("reading the file failed (the details are in the server log)")
-            return False
+                ),
+            )
+        choice = self.choice.value if self.choice is not None else None
+        if self.parse is None:
+            return self._run(lambda: self._read(data, filename, name, choice), name)
+        if self._doc is None:  # a test or a notebook: no loop to keep free
+            return self._run(
+                lambda: self._apply(self._read(data, filename, name, choice), name), name
+            )
+        self._show_reading(name)
+        future = worker_pool().submit(self._read, data, filename, name, choice)
+        future.add_done_callback(lambda f: self._schedule(self._done, f, generation, name))
         return True
+
+    def _read(self, data: bytes, filename: str, name: str, choice: Any) -> Any:
+        """The file in a private temporary file, read by ``parse`` (any thread) or ``on_file``."""
+        with temporary_upload(data, filename, self.suffixes) as path:
+            if self.parse is None:
+                return self.on_file(path, name)
+            return self.parse(path, name, choice)
+
+    def _apply(self, value: Any, name: str) -> None:
+        self.apply(value, name)
+
+    def _done(self, future: Future, generation: int, name: str) -> None:
+        """On the event loop: apply a finished read, unless a newer upload superseded it."""
+        if generation != self._generation:
+            return
+        self._show_reading(None)
+        error = future.exception()
+        if error is not None:
+            self._failed(name, error)
+            return
+        self._run(lambda: self._apply(future.result(), name), name)
+
+    def _run(self, action: Callable[[], Any], name: str) -> bool:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - the server must survive any file
+            return self._failed(name, exc)
+        return True
+
+    def _failed(self, name: str, exc: BaseException) -> bool:
+        if isinstance(exc, ValueError):  # load_array's and the lab's refusals: meant for a person
+            return self._refused(name, exc)
+        log.error("reading the upload %r failed", name, exc_info=exc)
+        self.status.error("reading the file failed (the details are in the server log)")
+        return False
+
+    def _refused(self, name: str, exc: ValueError) -> bool:
+        log.info("upload %r refused: %s", name, exc)
+        self.status.warn(str(exc))
+        return False
+
+    def _show_reading(self, name: str | None) -> None:
+        self.reading.object = f"reading {html.escape(name)} …" if name else ""
+        self.reading.visible = bool(name)
+
+    def _schedule(self, callback: Callable, *args: Any) -> None:
+        """Run ``callback(*args)`` on the session's event loop (from the worker thread)."""
+        doc = self._doc
+
+        def run() -> None:
+            from panel.io.state import set_curdoc
+
+            with set_curdoc(doc):
+                callback(*args)
+
+        try:
+            doc.add_next_tick_callback(run)
+        except Exception:  # the session is gone; nothing to update
+            log.debug("session closed before an upload was read", exc_info=True)
 
 
 def _install_guard() -> None:

@@ -454,3 +454,93 @@ def test_browser_upload_redraws_the_kde_page(page, server_url, tmp_path):
     page.wait_for_function("() => window.location.search.includes('source=upload')", timeout=30_000)
     assert "Traceback" not in page.content()
     assert not serious(page.console_errors), page.console_errors
+
+
+class QueuedDoc:
+    """Stand-in for a session's document: what the upload box schedules on the event loop waits
+    in a queue until the test (playing the loop) runs it."""
+
+    session_context = object()
+
+    def __init__(self):
+        import queue
+
+        self.ticks = queue.Queue()
+
+    def add_next_tick_callback(self, callback):
+        self.ticks.put(callback)
+
+    def run_ticks(self, expected: int, timeout: float = 30.0) -> None:
+        for _ in range(expected):
+            self.ticks.get(timeout=timeout)()
+
+
+def _blocking_parse(box, monkeypatch):
+    """Make the box's parse wait for ``release``; returns (release, the threads parse ran on,
+    the reads finished)."""
+    import threading
+
+    release, threads, finished, parse = threading.Event(), [], [], box.parse
+
+    def slow(path, name, choice):
+        threads.append(threading.current_thread().name)
+        assert release.wait(30)
+        finished.append(name)
+        return parse(path, name, choice)
+
+    monkeypatch.setattr(box, "parse", slow)
+    return release, threads, finished
+
+
+def test_kv_upload_is_read_off_the_event_loop_and_a_newer_one_supersedes_it(kv_page, monkeypatch):
+    doc = QueuedDoc()
+    monkeypatch.setattr(kv_page.upload, "_doc", doc)
+    release, threads, finished = _blocking_parse(kv_page.upload, monkeypatch)
+    _send(kv_page, "first.npy", _npy(_cache(tokens=40)))
+    # the event loop is free while the file is read: a callback scheduled now runs first
+    ran = []
+    doc.add_next_tick_callback(lambda: ran.append(list(finished)))
+    doc.run_ticks(1)
+    assert ran == [[]] and kv_page.result["here"].attrs["n_tokens"] != 40
+    import time
+
+    for _ in range(200):  # the pool picks the read up soon (other pages may keep it busy)
+        if threads:
+            break
+        time.sleep(0.05)
+    assert threads and threads[0].startswith("lab-compute")  # on the shared worker pool
+    assert kv_page.upload.reading.visible and "reading first.npy" in kv_page.upload.reading.object
+    # a second upload supersedes the first, which finishes later and is dropped
+    _send(kv_page, "second.npy", _npy(_cache(tokens=24)))
+    release.set()
+    doc.run_ticks(2)  # both reads report back on the loop; only the newer one is applied
+    assert kv_page.result["here"].attrs["n_tokens"] == 24
+    assert "second.npy" in kv_page.numbers.object and not kv_page.upload.reading.visible
+    # a refused file, read off the loop too, leaves the data and the view as they were
+    here, arrays = kv_page.result["here"], kv_page.study.user_arrays
+    _send(kv_page, "nan.npy", _npy(np.full((2, 8, 4), np.nan)))
+    doc.run_ticks(1)
+    assert kv_page.status.alert.visible and "NaN" in kv_page.status.alert.object
+    assert kv_page.result["here"] is here and kv_page.study.user_arrays is arrays
+    assert not kv_page.upload.reading.visible
+
+
+def test_kv_page_reads_attention_inputs_through_the_chosen_layer(kv_page, request):
+    from tests.test_kvcache import _residual_stream
+
+    x = _residual_stream(2)
+    kv_page.request({"source": "en", "layer": 2, "method": "asvd"})
+    built_in = kv_page.result["here"]
+    kv_page.upload.choice.value = "inputs"
+    request.addfinalizer(lambda: setattr(kv_page.upload.choice, "value", "auto"))
+    _send(kv_page, "x.npy", _npy(x))
+    assert not kv_page.status.alert.visible
+    here = kv_page.result["here"]
+    assert here.attrs["data_source"] == "user" and kv_page.study.method == "asvd"
+    assert not kv_page.widgets["layer"].disabled and kv_page.widgets["text"].disabled
+    for name in ("key_rel_error", "attention_kl", "output_wo_rel_error"):
+        np.testing.assert_allclose(here[name].values, built_in[name].values, rtol=1e-12)
+    assert "attention inputs" in kv_page.numbers.object and "x.npy" in kv_page.numbers.object
+    _send(kv_page, "short.npy", _npy(x[:, :64]))  # refused: names the model's d_model
+    assert "d_model (the width of its residual stream) is 128" in kv_page.status.alert.object
+    assert kv_page.result["here"] is here
