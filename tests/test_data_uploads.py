@@ -544,3 +544,39 @@ def test_kv_page_reads_attention_inputs_through_the_chosen_layer(kv_page, reques
     _send(kv_page, "short.npy", _npy(x[:, :64]))  # refused: names the model's d_model
     assert "d_model (the width of its residual stream) is 128" in kv_page.status.alert.object
     assert kv_page.result["here"] is here
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("kde", "data: no file uploaded yet; upload a .npy or .csv file"),
+        ("kvcache", "activations: no arrays uploaded yet; upload a .npy or .safetensors file"),
+    ],
+)
+def test_a_link_asking_for_an_upload_opens_on_defaults_with_a_plain_warning(page, message):
+    """A link cannot carry a file: ``?source=upload`` shows a warning asking for one, and
+    everything else is as the link says (here: one other knob) or at its default."""
+    if page == "kde":
+        from apps.kde import KDEDashboard as Dashboard
+
+        other, value = "seed", 3
+    else:
+        pytest.importorskip("glassllm")
+        from apps.kvcache import KVCacheDashboard as Dashboard
+
+        other, value = "rank_k", 8
+    dash = Dashboard(query={"source": "upload", other: str(value)})
+    dash.page()
+    alert = dash.status.alert
+    assert alert.visible and alert.alert_type == "warning"
+    prefix = "This link had settings that cannot be used; defaults are shown for them. "
+    assert alert.object.startswith(prefix + message)
+    assert (
+        "Traceback" not in alert.object and "<" not in alert.object and "Error" not in alert.object
+    )
+    defaults = dash.study_class().values()
+    changed = {k: v for k, v in dash.study.values().items() if v != defaults[k]}
+    assert changed == {other: value}  # the source stays at its default
+    assert {k: w.value for k, w in dash.widgets.items() if k in changed} == changed
+    assert dash.link_values() == {other: str(value)}  # the URL written back drops source=upload
+    assert dash.result is not None and not dash.plots_area.loading  # the default view is drawn
