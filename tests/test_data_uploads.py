@@ -580,3 +580,28 @@ def test_a_link_asking_for_an_upload_opens_on_defaults_with_a_plain_warning(page
     assert {k: w.value for k, w in dash.widgets.items() if k in changed} == changed
     assert dash.link_values() == {other: str(value)}  # the URL written back drops source=upload
     assert dash.result is not None and not dash.plots_area.loading  # the default view is drawn
+
+
+def test_kde_csv_upload_is_parsed_off_the_event_loop(kde_page, monkeypatch):
+    """The largest uploads are CSV files for the KDE lab (~0.3 s to parse 7 MiB): read on the
+    worker pool, applied on the loop; a refused one keeps the data and view."""
+    if kde_page.upload.parse is None:
+        pytest.skip("apps/kde.py still reads its uploads on the event loop (on_file)")
+    doc = QueuedDoc()
+    monkeypatch.setattr(kde_page.upload, "_doc", doc)
+    release, threads, finished = _blocking_parse(kde_page.upload, monkeypatch)
+    csv = "\n".join(",".join(f"{v:.6g}" for v in row) for row in _anisotropic(200, seed=5))
+    _send(kde_page, "points.csv", csv.encode())
+    ran = []
+    doc.add_next_tick_callback(lambda: ran.append(list(finished)))
+    doc.run_ticks(1)  # the loop runs this while the file is still being read
+    assert ran == [[]] and "reading points.csv" in kde_page.upload.reading.object
+    release.set()
+    doc.run_ticks(1)
+    assert threads[0].startswith("lab-compute") and not kde_page.upload.reading.visible
+    assert kde_page.study.source == "upload" and kde_page.result["sweep"].attrs["n_total"] == 200
+    sweep, sample = kde_page.result["sweep"], kde_page.study.own_sample
+    _send(kde_page, "words.csv", b"a,b\n1,2\n3,three\n")
+    doc.run_ticks(1)
+    assert "every value must be a number" in kde_page.status.alert.object
+    assert kde_page.result["sweep"] is sweep and kde_page.study.own_sample is sample
