@@ -18,19 +18,35 @@ from workbench.labs import criticality as cr
 from workbench.labs.criticality import figures
 
 EXPLANATION = r"""
-**What you see.** A network with weights W ~ N(0, C_W/n) and biases b ~ N(0, C_b), one input with
-|x|²/n₀ = k0 (K^(1) = C_b + C_W k0).
+**What you see.** A deep network of width $n$ and depth $L$, with weights
+$W \sim \mathcal N(0, C_W/n)$, biases $b \sim \mathcal N(0, C_b)$ and activation $\sigma$, fed
+one input $x$ with $|x|^2/n_0 = k_0$. At infinite width each layer's preactivations $z^{(l)}$
+are Gaussian with variance (kernel) $K^{(l)}$:
+$K^{(1)} = C_b + C_W k_0$ and $K^{(l+1)} = C_b + C_W \langle \sigma(z)^2 \rangle_{K^{(l)}}$,
+$\langle\cdot\rangle_K$ the average over $z \sim \mathcal N(0, K)$.
+The susceptibilities $\chi_\parallel = C_W\, \partial\langle\sigma^2\rangle_K / \partial K$
+and $\chi_\perp = C_W \langle \sigma'(z)^2 \rangle_K$ say how a small change of the kernel, or of
+the input's direction, grows from layer to layer; criticality is $\chi_\parallel = \chi_\perp = 1$.
 
-* **Kernel flow** K^(l) (infinite width) with its fixed point K* and the linearised approach; for
-  tanh at criticality (C_W = 1, C_b = 0) the 1/(2l) law.
-* **Correlation** of two inputs: 1 − ρ^(l) with (9π²/2)/l² at ReLU criticality, 1 − c* in the
-  chaotic phase; ξ_c is the correlation depth scale.
-* **Phase diagram** (C_b, C_W) coloured by log₁₀ ξ, ξ = 1/|log χ₁|: ordered below the white
-  critical line, chaotic above, blank where the kernel diverges. **Click it to move there.**
-* **Finite width** (real random networks, batched): the preactivation histogram at layer L_mc vs
-  the Gaussian, and the excess kurtosis κ (±2 standard errors over networks) vs the aspect ratio
-  L/n with the leading-order 3V/(nK²) and, for ReLU/linear at C_b = 0, the exact law.
-* **Gradients**: χ_∥, χ_⊥ per layer, the back-propagated factor ∏χ_⊥ and the NTK Θ^(l)/Θ^(1).
+* **Kernel flow** $K^{(l)}$ with its fixed point $K^*$
+  ($K^* = C_b + C_W\langle\sigma^2\rangle_{K^*}$) and the linearised approach
+  $K^* + (K^{(1)} - K^*)\chi_\parallel^{\,l-1}$; for tanh at criticality
+  ($C_W = 1$, $C_b = 0$) the $1/(2l)$ law.
+* **Correlation** $\rho^{(l)}$ of the preactivations of two inputs: $1 - \rho^{(l)}$ with
+  $(9\pi^2/2)/l^2$ at ReLU criticality, and $1 - c^*$ in the chaotic phase, $c^*$ the correlation's
+  fixed point; $\xi_c = -1/\log\chi_c$, $\chi_c = C_W\langle\sigma'(z_a)\sigma'(z_b)\rangle$ at
+  $c^*$, is the depth over which correlations relax.
+* **Phase diagram** $(C_b, C_W)$ coloured by $\log_{10}\xi$, $\xi = 1/|\log\chi_1|$,
+  $\chi_1 = C_W\langle\sigma'^2\rangle_{K^*}$: ordered below the critical line $\chi_1 = 1$,
+  chaotic above, blank where the kernel diverges. **Click it to move there.**
+* **Finite width** (real random networks, batched): the histogram of the preactivations $z$ at
+  layer $L_{\mathrm{mc}}$ against the Gaussian $\mathcal N(0, K^{(L)})$, and the excess kurtosis
+  $\kappa = \langle z^4\rangle/\langle z^2\rangle^2 - 3$ ($\pm 2$ standard errors over networks)
+  against the aspect ratio $L/n$, with the leading order $3V/(nK^2)$ ($V$ the four-point vertex:
+  $n$ times the connected fourth moment, at leading order in $1/n$) and, for ReLU and linear at
+  $C_b = 0$, the exact law $3[(1 + a/n)^{L-1} - 1]$ ($a = 5$ for ReLU, $2$ for linear).
+* **Gradients**: $\chi_\parallel$ and $\chi_\perp$ per layer, the back-propagated factor
+  $\prod_{m<l} \chi_\perp$ and the neural tangent kernel ratio $\Theta^{(l)}/\Theta^{(1)}$.
 """
 
 NETWORK_OPTIONS = [100, 300, 1000, 2000, 5000, 10_000, 20_000, 50_000]

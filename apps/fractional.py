@@ -18,19 +18,26 @@ from workbench.labs import fractional as fr
 from workbench.labs.fractional import figures
 
 EXPLANATION = r"""
-**What you see.** Collocation of −∂^α u/∂|x|^α = f on (0, 1) with splines of degree p on N
-intervals (n = N + p − 2 unknowns, Greville points). A_n = h^{−α}(Toeplitz + boundary correction).
+**What you see.** Collocation of the fractional (Riesz) diffusion equation
+$-\partial^\alpha u/\partial|x|^\alpha = f$ on $(0, 1)$, order $1 < \alpha < 2$, with B-splines of
+degree $p$ on $N$ intervals of width $h = 1/N$ ($n = N + p - 2$ unknowns, collocated at the
+Greville points). The matrix is $A_n = h^{-\alpha}(T_n + \text{boundary correction})$, $T_n$
+Toeplitz.
 
-* **Symbol**: f_{α,p}(θ) = Σ_j |θ + 2πj|^α (sin(θ/2 + πj)/(θ/2 + πj))^{p+1} (dashed) with the
-  sorted eigenvalues of h^α A_n at θ_j = jπ/(n+1); crosses: outliers (odd p, from the first and
-  last collocation points). f(θ) ~ θ^α at 0; **f(π) vs p** falls as p grows.
-* **cond(A_n)** vs n with the n^α line (dense SVD up to n = 512, matrix-free estimate beyond).
-* **Max-norm error** vs N with fitted rates; dashed: the paper's p + 2 − α (even p) or
-  p + 1 − α (odd p).
-* **GMRES** (right-preconditioned, live): residual per iteration for your preconditioner, and
-  iterations vs N (b = ones, tol 1e-8) for none, τ (sine transform of the symbol), Strang
-  circulant and the α = 2 Laplacian.
-* **Solution** u_h with the exact u, and the pointwise error |u_h − u|.
+* **Symbol**: $f_{\alpha,p}(\theta) = \sum_{j} |\theta + 2\pi j|^\alpha
+  \left(\frac{\sin(\theta/2 + \pi j)}{\theta/2 + \pi j}\right)^{p+1}$ (dashed), the function
+  whose samples the eigenvalues follow, with the sorted eigenvalues of $h^\alpha A_n$ at
+  $\theta_j = j\pi/(n + 1)$; crosses: outliers (odd $p$, from the first and last collocation
+  points). $f(\theta) \sim \theta^\alpha$ at 0; **$f(\pi)$ vs $p$** falls as $p$ grows.
+* **$\mathrm{cond}_2(A_n)$** vs $n$ with the $n^\alpha$ line (dense SVD up to $n = 512$,
+  a matrix-free estimate beyond).
+* **Max-norm error** $\lVert u_h - u\rVert_\infty$ vs $N$ with fitted rates; dashed: the
+  paper's rate $p + 2 - \alpha$ (even $p$) or $p + 1 - \alpha$ (odd $p$).
+* **GMRES** (right-preconditioned, live): the relative residual
+  $\lVert b - A x_k\rVert/\lVert b\rVert$ per iteration $k$ for your preconditioner, and the
+  iterations vs $N$ ($b$ = ones, tolerance $10^{-8}$) for none, $\tau$ (the sine-transform
+  algebra built from the symbol), the Strang circulant and the $\alpha = 2$ Laplacian.
+* **Solution** $u_h$ with the exact $u$, and the pointwise error $|u_h - u|$.
 """
 
 #: The solve panel's sizes: powers of two (the operator is matrix-free, so all solve quickly).

@@ -43,34 +43,52 @@ PLOT_HEIGHT = 330
 HERE = plots.HERE_COLOUR
 
 EXPLANATION = r"""
-**What you see.** n = e^(αd) points y₁…y_n from N(0, I_d) and the Gaussian kernel density
-estimate ρ̂_h(x) = (1/(n h^d)) Σᵢ K((x − yᵢ)/h), K the standard normal density in d dimensions,
-at m query points x ~ N(0, I_d), where the true density ρ is known.
+**What you see.** $n = e^{\alpha d}$ points $y_1, \dots, y_n$ drawn from $\mathcal N(0, I_d)$
+($\alpha = \log n / d$) and the Gaussian kernel density estimate with bandwidth $h$
 
-* **KL/d vs h**: measured KL(ρ‖ρ̂_h)/d = mean over queries of (log ρ − log ρ̂)/d, against the
-  d → ∞ theory ½[log(1+h²) + 1/(1+h²) − 1] for h ≥ h_G and α − ½ + ½ log h² + u*/(2h²) below
-  it, and the finite-d theory. u* is the scaled squared distance u = |x − y|²/d of the nearest of
-  the n points as d → ∞; finite d uses u_eff = F⁻¹(1/n)/d, F the CDF of the non-central χ²
-  distribution with d degrees of freedom and non-centrality d.
-* **Y₂ vs h**: the participation ratio Σ wᵢ², wᵢ = Kᵢ/Σⱼ Kⱼ (1/Y₂ = effective number of
-  contributing points); the random-energy model (REM) predicts 1 − h²/h_G² below h_G, 0 above.
-* **Regime map**: the stable index μ = h²(1 − s*)/s* (u* = s*(1 + s*)) splits the (α, h) plane:
-  μ > 2 CLT (above h_CLT), 1 < μ < 2 heavy-tailed (between h_G and h_CLT), μ < 1 condensed
-  (below h_G, a few nearest points carry ρ̂); the KL-optimal h_KL = √u* is condensed.
-* **Heavy tails**: Z = ρ̂(x)/E[ρ̂(x)|x] over 600 independent datasets at |x| = √d, h = (0.6 … 2.2)
-  × h_G,eff. E[Z] = 1 always, yet below h_G the median of Z collapses and the mean of log Z falls
-  below 0: the mean is carried by rare datasets.
-* **Histogram**: (log ρ̂ − log ρ)/d across the query points at the current h.
-* **Slice**: log ρ̂ along the line through the two data points nearest a query point: smooth at
-  large h, peaked on the data at small h.
+$$\hat\rho_h(x) = \frac{1}{n h^d} \sum_{i=1}^{n} K\!\left(\frac{x - y_i}{h}\right),$$
+
+$K$ the standard normal density in $d$ dimensions, at $m$ query points $x \sim \mathcal N(0, I_d)$,
+where the true density $\rho$ is known. The scaled squared distance from a query to a point is
+$u = |x - y|^2/d$; the nearest of the $n$ points sits at $u^* = s^*(1 + s^*)$ as $d \to \infty$,
+where $s^* \in (0, 1)$ solves $I(s^*) = \alpha$, $I(s) = (s^2 - s - \log s)/2$ being the rate of
+large deviations of $u$. Three bandwidths follow from $s^*$:
+$h_G^2 = s^*/(1 - s^*)$ (condensation: below it a few nearest points carry $\hat\rho_h$),
+$h_{\mathrm{CLT}} = \sqrt2\, h_G$ (above it $\hat\rho_h$ obeys the central limit theorem) and
+the KL-optimal $h_{\mathrm{KL}} = \sqrt{u^*}$. At finite $d$ the nearest point is further:
+$u_{\mathrm{eff}} = F^{-1}(1/n)/d$, $F$ the CDF of the non-central $\chi^2$ distribution with $d$
+degrees of freedom and non-centrality $d$ (the law of $|x - y|^2$ when $|x|^2 = d$), which gives
+the "eff" thresholds $h_{G,\mathrm{eff}}$ and $h_{\mathrm{KL,eff}}$.
+
+* **KL/d vs h**: the measured $\mathrm{KL}(\rho \,\|\, \hat\rho_h)/d$, the mean over queries of
+  $(\log\rho - \log\hat\rho_h)/d$, against the $d \to \infty$ theory
+  $\tfrac12\left[\log(1 + h^2) + \frac{1}{1 + h^2} - 1\right]$ for $h \ge h_G$ and
+  $\alpha - \tfrac12 + \tfrac12 \log h^2 + \frac{u^*}{2h^2}$ below it, and the finite-$d$ theory
+  (the same formulas with $u_{\mathrm{eff}}$).
+* **$Y_2$ vs h**: the participation ratio $Y_2 = \sum_i w_i^2$, $w_i = K_i / \sum_j K_j$
+  ($1/Y_2$ is the effective number of points carrying $\hat\rho_h$); the random-energy model
+  (REM: the $n$ kernel values treated as independent Boltzmann weights) predicts
+  $1 - h^2/h_G^2$ below $h_G$ and $0$ above.
+* **Regime map**: the stable index $\mu = h^2 (1 - s^*)/s^* = h^2/h_G^2$ (the tail exponent of
+  the kernel values' law) splits the $(\alpha, h)$ plane: $\mu > 2$ CLT (above $h_{\mathrm{CLT}}$),
+  $1 < \mu < 2$ heavy-tailed (between $h_G$ and $h_{\mathrm{CLT}}$), $\mu < 1$ condensed (below
+  $h_G$); the KL-optimal $h_{\mathrm{KL}}$ lies in the condensed regime.
+* **Heavy tails**: $Z = \hat\rho_h(x) / \mathbb E[\hat\rho_h(x) \mid x]$ over 600 independent
+  datasets at $|x| = \sqrt d$, $h = (0.6 \dots 2.2) \times h_{G,\mathrm{eff}}$.
+  $\mathbb E[Z] = 1$ always, yet below $h_G$ the median of $Z$ collapses and the mean of
+  $\log Z$ falls below 0: the mean is carried by rare datasets.
+* **Histogram**: $(\log\hat\rho_h - \log\rho)/d$ across the query points at the current $h$.
+* **Slice**: $\log\hat\rho_h$ along the line through the two data points nearest a query point:
+  smooth at large $h$, peaked on the data at small $h$.
 
 **Your own data** (the *data* knob: digits, or a file you upload). Features are standardised
-(mean 0, std 1; constant ones dropped) and a seeded random 20 % of the points (at most m) is held
-out as query points. The true density is unknown, so the first panel shows the **held-out mean
-log ρ̂** (a proper score, higher is better: its best h estimates the KL-optimal one) with the
-Gaussian thresholds h_KL, h_G, h_CLT at the sample's n and d (α = log n / d) for reference; Y₂ is
-compared with the Gaussian REM at that n and d; the heavy-tail panel becomes the number of points
-carrying ρ̂, the histogram shows log ρ̂/d on the held-out points.
+(mean 0, std 1; constant ones dropped) and a seeded random 20 % of the points (at most $m$) is
+held out as query points. The true density is unknown, so the first panel shows the **held-out
+mean $\log\hat\rho_h$** (a proper score, higher is better: its best $h$ estimates the
+KL-optimal one) with the Gaussian thresholds $h_{\mathrm{KL}}$, $h_G$, $h_{\mathrm{CLT}}$ at the
+sample's $n$ and $d$ ($\alpha = \log n / d$) for reference; $Y_2$ is compared with the Gaussian
+REM at that $n$ and $d$; the heavy-tail panel becomes the number of points carrying
+$\hat\rho_h$, the histogram shows $\log\hat\rho_h/d$ on the held-out points.
 
 """ + (
     f"Sizes: n over {kde.data.SLOW_POINTS:,} points takes tens of seconds. Every setting must fit "

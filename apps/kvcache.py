@@ -32,29 +32,36 @@ MAX_TEXT_CHARS = 2000
 PANES = ("spectrum", "energy", "rank", "bits", "pareto", "sqnr")
 
 EXPLANATION = r"""
-**What you see.** Keys K = X W_K and values V = X W_V of one layer of a small trained transformer
-(glassllm: 2 KV heads × 32 channels, 128-token context) reading your text. CSKV factors
-W ≈ A B, caches the rank-r latents X A and rebuilds K̂ = (X A) B (RoPE after), then quantizes the
-latents to b bits (x̂ = α + S·round((x − α)/S), S = (β − α)/(2^b − 1)).
+**What you see.** Keys $K = X W_K$ and values $V = X W_V$ of one layer of a small trained
+transformer (glassllm: 2 KV heads $\times$ 32 channels, 128-token context) reading your text, $X$
+the layer's input after its RMSNorm. CSKV factors $W \approx A B$, caches the rank-$r$ latents
+$X A$ and rebuilds $\hat K = (X A) B$ (RoPE, the rotary position encoding, applied after), then
+quantizes the latents to $b$ bits: $\hat x = \alpha + S \cdot \operatorname{round}((x - \alpha)/S)$,
+$S = (\beta - \alpha)/(2^b - 1)$, $[\alpha, \beta]$ the range of the values quantized.
 
-* **Spectra**: σᵢ/σ₁ and cumulative energy of K before and after RoPE and of V; rank@90 %,
-  effective rank exp H(σ/Σσ) and stable rank Σσ²/σ₁² in the legend.
-* **Error vs rank**: ‖K − K̂‖/‖K‖ (and V) at the chosen bits; dashed: the Eckart–Young optimum
-  √(1 − energyᵣ) of PCA on the cache itself.
-* **Errors vs bits** at your ranks: K/V errors, attention KL(p‖p̂) and the attention-output error.
+* **Spectra**: the singular values $\sigma_i/\sigma_1$ and cumulative energy
+  $\sum_{j \le r}\sigma_j^2/\sum_j \sigma_j^2$ of $K$ before and after RoPE and of $V$; rank@90 %
+  (the rank holding 90 % of the energy), effective rank $\exp H(\sigma/\textstyle\sum\sigma)$
+  ($H$ the entropy) and stable rank $\sum\sigma^2/\sigma_1^2$ in the legend.
+* **Error vs rank**: $\lVert K - \hat K\rVert/\lVert K\rVert$ (and $V$) at the chosen bits,
+  ranks $r_K$, $r_V$; dashed: the Eckart–Young optimum $\sqrt{1 - \text{energy}_r}$ of PCA on
+  the cache itself.
+* **Errors vs bits** at your ranks: $K$ and $V$ errors, the attention distributions'
+  $\mathrm{KL}(p \,\|\, \hat p)$ and the attention-output error.
 * **Pareto front**: attention-output error (mean over layers) vs memory with metadata for every
-  (r, b); dotted: CSKV's 80 % (rank 20 %, 16 bits) and 95 % (4 bits) points.
-* **SQNR**: min–max quantizer on U(−1, 1) against 20 log₁₀(2ᵇ − 1) and the 6.02 b dB line.
+  $(r, b)$; dotted: CSKV's 80 % (rank 20 %, 16 bits) and 95 % (4 bits) points.
+* **SQNR** (signal-to-quantization-noise ratio): the min–max quantizer on $U(-1, 1)$ against
+  $20 \log_{10}(2^b - 1)$ and the $6.02\, b$ dB line.
 
 The next-token loss change is noisy on this tiny model: read the layer-local errors first.
 
-**Your own K/V** (upload below): one array (tokens × head_dim or heads × tokens × head_dim) is
-analysed as the cache on both sides (keys = values, queries = keys), or a .safetensors file with
-tensors named keys and values (optionally queries). No weights come with a file: PCA or ThinK.
-**Attention inputs** instead: hidden states X (tokens × 128, the residual stream entering a
-block; a .npy, or a .safetensors tensor named inputs or hidden_states) go through the chosen
-layer's RMSNorm, W_K, W_V, W_Q and RoPE, so every factorisation applies; there is no loss (X
-carries no token ids).
+**Your own K/V** (upload below): one array (tokens $\times$ head_dim or heads $\times$ tokens
+$\times$ head_dim) is analysed as the cache on both sides (keys = values, queries = keys), or a
+.safetensors file with tensors named keys and values (optionally queries). No weights come with a
+file: PCA or ThinK. **Attention inputs** instead: hidden states (tokens $\times$ 128, the
+residual stream entering a block; a .npy, or a .safetensors tensor named inputs or
+hidden_states) go through the chosen layer's RMSNorm, $W_K$, $W_V$, $W_Q$ and RoPE, so every
+factorisation applies; there is no loss (hidden states carry no token ids).
 """
 UPLOAD_CAPS = (
     f"A .npy or .safetensors file: at most {userdata.USER_MAX_BYTES // 2**20} MiB per tensor as "

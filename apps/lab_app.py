@@ -545,7 +545,9 @@ class LabDashboard:
             *self.knob_widgets(),
             *self.sidebar_extras(),
             pn.Row(copy_link, reset),
-            shell.export_buttons(self.dataset, self.figure, info.lab, self.study.values),
+            shell.export_buttons(
+                self.dataset, self.figure, info.lab, self.study.values, text=self.explanation
+            ),
         ]
         main = [
             shell.nav_bar(info.lab),

@@ -22,22 +22,27 @@ from workbench.labs import quadrature as quad
 from workbench.labs.quadrature import figures
 
 EXPLANATION = r"""
-**What you see.** Integral RL evaluates each policy from M intervals of length T = 0.1 s along
-one trajectory: the running cost l = xᵀQx + uᵀRu on each interval is integrated from N
-equispaced samples, Ξ̂ = Σₙ wₙ lₙ, and the value weights solve ω = pinv(Θ) Ξ̂. Policy iteration
-is Newton's method on the HJB equation, so the error ‖ωᵢ − ω*‖ (ω*: the known optimal weights)
-falls quadratically until it meets the quadrature error.
+**What you see.** Integral reinforcement learning (RL) evaluates each policy $u = -K_i x$ (or
+its nonlinear counterpart) from $M$ intervals of length $T = 0.1$ s along one trajectory of the
+state $x(t)$. The running cost $l = x^\top Q x + u^\top R u$ on each interval is integrated from
+$N$ equispaced samples, $\hat\Xi = \sum_{n=1}^{N} w_n\, l_n$ with quadrature weights $w_n$, and
+the value function's weights solve $\omega = \operatorname{pinv}(\Theta)\,\hat\Xi$, $\Theta$ the
+matrix of value-feature differences over the intervals. Policy iteration (PI) is Newton's method
+on the Hamilton–Jacobi–Bellman (HJB) equation, so the error $\lVert\omega_i - \omega^*\rVert$
+($\omega^*$: the known optimal weights) falls quadratically until it meets the quadrature error.
 
-* **Policy iteration (live)**: ‖ωᵢ − ω*‖₂ per iteration as it runs; dashed: exact interval
-  costs; dotted: the converged error of this rule at this N.
-* **Error vs N**: the converged error per rule against N − 1, with the fitted slope; dashed:
-  (N − 1)⁻² (trapezoid) and (N − 1)⁻ᵇ, b = ν + ½ (Bayesian quadrature with a Matérn kernel of
-  smoothness ν, whose RKHS is the Sobolev space of order b). The dotted line is your N.
-* **Weights** wₙ on one interval, and the **worst-case error** e(w), the largest integration
-  error over functions of unit norm in the kernel's RKHS; jitter on K's diagonal makes it level
-  off (the paper's plateau).
-* **Controller**: the trajectory each iteration sampled, and the gain Kᵢ approaching the
-  Riccati gain K* (LQR) or the weights ωᵢ approaching ω* (nonlinear system).
+* **Policy iteration (live)**: $\lVert\omega_i - \omega^*\rVert_2$ per iteration $i$ as it runs;
+  dashed: with exact interval costs; dotted: the converged error of this rule at this $N$.
+* **Error vs N**: the converged error per rule against $N - 1$, with the fitted slope; dashed:
+  $(N - 1)^{-2}$ (trapezoid) and $(N - 1)^{-b}$, $b = \nu + \tfrac12$ (Bayesian quadrature, BQ,
+  with a Matérn kernel of smoothness $\nu$, whose reproducing-kernel Hilbert space, RKHS, is the
+  Sobolev space of order $b$). The dotted line is your $N$.
+* **Weights** $w_n$ on one interval, and the **worst-case error** $e(w)$, the largest
+  integration error over functions of unit norm in the kernel's RKHS; jitter added to the
+  diagonal of the kernel matrix makes it level off (the paper's plateau).
+* **Controller**: the trajectory each iteration sampled, and the gain $K_i$ approaching the
+  Riccati gain $K^*$ of the linear-quadratic regulator (LQR), or the weights $\omega_i$
+  approaching $\omega^*$ (nonlinear system).
 """
 
 #: Jitter stops shown by the slider (the Study accepts any value from 0 to 0.01 in links).

@@ -5,15 +5,19 @@ Objects here are built per session (inside a ``create_app`` call), never at modu
 
 from __future__ import annotations
 
+import base64
+import functools
 import html
 import importlib.util
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import holoviews as hv
 import panel as pn
@@ -33,7 +37,8 @@ def load_extensions() -> None:
     with _extensions_lock:
         if not _extensions_loaded:
             hv.extension("bokeh", logo=False)
-            pn.extension(notifications=True)
+            # KaTeX typesets the explanations (served from Panel's bundle, never a CDN).
+            pn.extension("katex", notifications=True)
             _extensions_loaded = True
 
 
@@ -208,10 +213,12 @@ def export_buttons(
     get_figure: Callable,
     basename: str,
     get_knobs: Callable[[], dict] | None = None,
+    text: str = "",
 ) -> pn.viewable.Viewable:
     """Download the current data (CSV, NetCDF) and figure (standalone HTML).
 
-    The CSV starts with the knob values (``# name = value`` lines, from ``get_knobs``)."""
+    The CSV starts with the knob values (``# name = value`` lines, from ``get_knobs``); the
+    HTML file starts with the explanation ``text`` (typeset, see :func:`figure_html`)."""
     from workbench import sweep
 
     def csv():
@@ -224,11 +231,7 @@ def export_buttons(
         return buf
 
     def html():
-        # Inline BokehJS and Panel: the file opens without a network (a lecture-room laptop).
-        buf = io.StringIO()
-        hv.save(get_figure(), buf, backend="bokeh", fmt="html", title=basename, resources="inline")
-        buf.seek(0)
-        return buf
+        return io.StringIO(figure_html(get_figure(), basename, text))
 
     kw = {"color": "light", "sizing_mode": "stretch_width", "embed": False}
     return pn.Column(
@@ -242,6 +245,36 @@ def export_buttons(
         ),
         sizing_mode="stretch_width",
     )
+
+
+def figure_html(figure: Any, title: str, text: str = "") -> str:
+    """A self-contained HTML file of ``figure`` (BokehJS, Panel and KaTeX inlined: it opens
+    without a network, e.g. on a lecture-room laptop), after the explanation ``text`` when
+    given (its math typeset by KaTeX, as on the page)."""
+    buf = io.StringIO()
+    if not text:
+        hv.save(figure, buf, backend="bokeh", fmt="html", title=title, resources="inline")
+    else:
+        from bokeh.resources import INLINE
+
+        page = pn.Column(explanation(text), pn.pane.HoloViews(figure), sizing_mode="stretch_width")
+        page.save(buf, resources=INLINE, title=title)
+    return _inline_panel_css(buf.getvalue())
+
+
+def _inline_panel_css(text: str) -> str:
+    """Panel's own stylesheets (theme, layout, loading) stay links to its CDN even in an inline
+    save; the copies Panel ships are put in as ``data:`` URIs, so the file fetches nothing."""
+    dist = Path(pn.__file__).parent / "dist"
+    cdn = re.escape(f"https://cdn.holoviz.org/panel/{pn.__version__}/dist/")
+
+    def local(match: re.Match) -> str:
+        path = dist / match.group(1)
+        if ".." in match.group(1) or not path.is_file():
+            return match.group(0)
+        return "data:text/css;base64," + base64.b64encode(path.read_bytes()).decode()
+
+    return re.sub(cdn + r"([\w./@-]+\.css)(?:\?v=[\w.]+)?", local, text)
 
 
 def read_query(names: list[str]) -> dict[str, float | int | str]:
@@ -285,8 +318,73 @@ def on_session_end(callback: Callable[[], None]) -> None:
         pn.state.on_session_destroyed(lambda _ctx: callback())
 
 
-def explanation(markdown: str) -> pn.pane.Markdown:
-    return pn.pane.Markdown(markdown, sizing_mode="stretch_width", css_classes=["explanation"])
+#: Markdown's own look (lists, paragraphs) for the explanation, which is not a Markdown pane.
+EXPLANATION_CSS = """
+:host { font-size: 0.95em; line-height: 1.45; }
+ul { padding-left: 1.2em; margin: 0.3em 0; }
+li { margin: 0.15em 0; }
+p { margin: 0.4em 0; }
+/* KaTeX writes HTML and MathML; the browser draws the MathML (no KaTeX fonts to load). Panel's
+   katex.css says the same, but an exported file would fetch that sheet from a CDN. */
+span.katex-html { display: none; }
+.math.block { display: block; overflow-x: auto; overflow-y: hidden; margin: 0.4em 0; }
+"""
+
+
+@functools.cache
+def _math_markdown():
+    """Markdown with ``$…$`` / ``$$…$$`` kept out of Markdown's hands (``_`` and ``*`` inside a
+    formula are TeX, not emphasis) and handed to KaTeX as ``\\(…\\)`` / ``\\[…\\]``."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+    def tex(content: str, options: dict) -> str:
+        # The plugin wraps this in <span class="math inline"> or <div class="math block">.
+        # KaTeX's auto-render reads text nodes, so an escaped "<" reaches it as "<".
+        if options.get("display_mode"):
+            return f"\\[{html.escape(content)}\\]"
+        return f"\\({html.escape(content)}\\)"
+
+    return MarkdownIt("commonmark", {"html": False}).use(
+        dollarmath_plugin, allow_space=True, allow_digits=False, double_inline=True, renderer=tex
+    )
+
+
+def math_html(markdown: str) -> str:
+    """The explanation's Markdown as HTML with its math left for KaTeX (see :func:`explanation`).
+
+    ``allow_digits=False``: a ``$`` with a digit on its outer side ("costs 5$", "$6 each") is not
+    a delimiter, so prices never turn into math. Raw HTML in the text is escaped (Markdown's
+    ``html`` option off): the explanation is ours, but nothing in it may become markup by accident.
+    """
+    return _math_markdown().render(markdown)
+
+
+class _Explanation(pn.pane.LaTeX):
+    """The LaTeX pane without Panel's one-rule katex.css: :data:`EXPLANATION_CSS` carries that
+    rule inline, and an exported file would otherwise fetch the sheet from Panel's CDN."""
+
+    _stylesheets: ClassVar[list[str]] = []
+
+
+def explanation(markdown: str) -> pn.viewable.Viewable:
+    """The page's explanation: Markdown with ``$…$`` and ``$$…$$`` formulas typeset by KaTeX.
+
+    Panel's Markdown pane typesets ``$$`` through Bokeh's MathJax bundle, not KaTeX; the
+    LaTeX pane's KaTeX model (``renderer="katex"``) runs KaTeX's auto-render over whatever HTML
+    it is given, so the Markdown is rendered to HTML here (math untouched) and KaTeX does the
+    rest in the browser. KaTeX ships with Panel (``panel/dist/bundled/katex``) and is served
+    by the Panel server or inlined into an exported file: no CDN, so it works offline. Panel's
+    KaTeX stylesheet shows KaTeX's MathML output (drawn by the browser with its own fonts), so
+    KaTeX's web fonts are not needed either.
+    """
+    return _Explanation(
+        math_html(markdown),
+        renderer="katex",
+        sizing_mode="stretch_width",
+        css_classes=["explanation"],
+        stylesheets=[EXPLANATION_CSS],
+    )
 
 
 class LiveMarker:
