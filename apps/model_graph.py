@@ -16,7 +16,9 @@ Two changes, both behind :func:`install`:
   marks the manager dirty, and the outermost ``_pop_freeze`` recomputes only when it is dirty or
   the roots changed. Outside a freeze, and for explicit ``recompute()`` calls, nothing changes.
 * **Invalidate only when references changed.** ``Model.trigger`` invalidates when a property's
-  old or new value holds any model; it now does so only when the two hold different models.
+  old or new value holds any model; it now does so only when the two hold different models,
+  and inside a freeze only when a property's models at the end differ from those at its first
+  change (a legend removed and re-added in one update is no change).
 * **A cheaper walk.** :func:`reachable_models` finds the same set as ``Model.references()``
   without evaluating the defaults of unset properties (see ``_STABLE_DEFAULT``).
 
@@ -135,24 +137,34 @@ def _recompute(self: DocumentModelManager) -> None:
     self._models_by_name = recomputed_by_name
 
 
+def _references(value: Any) -> set[Model]:
+    found: set[Model] = set()
+    visit_value_and_its_immediate_references(value, found.add)
+    return found
+
+
 def _trigger(
     self: Model, attr: str, old: Any, new: Any, hint: Any = None, setter: Any = None
 ) -> None:
-    """Bokeh's ``Model.trigger``, invalidating only when the set of referenced models changed.
+    """Bokeh's ``Model.trigger``, invalidating only when the referenced models may differ.
 
     Bokeh invalidates whenever the old or the new value holds any model, so re-assigning a
     legend its same items (HoloViews does ``legend.items[:] = ...`` on every update) cost a
     full walk. The graph's edges out of ``self`` are the same when both values reference the
-    same models, so nothing reachable changed.
+    same models, so nothing reachable changed. Inside a freeze the first change of each
+    (model, property) records the models it referenced before, and the end of the freeze
+    compares (HoloViews removes and re-adds a side legend on every update: two changes that
+    cancel out).
     """
-    if hint is None and self._document is not None:
-        before: set[Model] = set()
-        after: set[Model] = set()
-        visit_value_and_its_immediate_references(old, before.add)
-        visit_value_and_its_immediate_references(new, after.add)
-        if before != after:
-            self.document.models.invalidate()
     descriptor = self.lookup(attr)
+    if hint is None and self._document is not None:
+        before, after = _references(old), _references(new)
+        if before != after:
+            manager = self.document.models
+            if manager._freeze_count and hasattr(manager, "_touched"):
+                manager._touched.setdefault((self, descriptor.name), before)
+            else:
+                manager.invalidate()
     super(Model, self).trigger(descriptor.name, old, new, hint=hint, setter=setter)
 
 
@@ -164,15 +176,26 @@ def _roots(manager: DocumentModelManager) -> tuple[int, ...]:
 def _push_freeze(self: DocumentModelManager) -> None:
     if self._freeze_count == 0:
         self._graph_dirty = False
+        self._touched = {}
         self._roots_at_freeze = _roots(self)
     self._freeze_count += 1
+
+
+def _graph_changed(manager: DocumentModelManager) -> bool:
+    if getattr(manager, "_graph_dirty", True):
+        return True
+    if getattr(manager, "_roots_at_freeze", None) != _roots(manager):
+        return True
+    touched = getattr(manager, "_touched", {})
+    return any(_references(getattr(m, name)) != before for (m, name), before in touched.items())
 
 
 def _pop_freeze(self: DocumentModelManager) -> None:
     self._freeze_count -= 1
     if self._freeze_count == 0:
-        dirty = getattr(self, "_graph_dirty", True)
-        if dirty or getattr(self, "_roots_at_freeze", None) != _roots(self):
+        changed = _graph_changed(self)
+        self._touched = {}
+        if changed:
             self.recompute()
 
 

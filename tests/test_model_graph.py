@@ -18,6 +18,7 @@ from apps import model_graph
 from apps.shell import lab_pages
 
 warnings.filterwarnings("ignore", category=UserWarning)
+model_graph.install()  # as importing apps.lab_app does (a -k selection may not import it)
 
 
 def bokeh_models(doc: Document) -> set:
@@ -111,6 +112,22 @@ def test_reassigning_the_same_legend_items_walks_nothing(counted):
     counted.clear()
     with doc.models.freeze():
         legend.items[:] = list(legend.items)  # what HoloViews does on every update
+    assert counted == []
+    assert_graph_exact(doc)
+
+
+def test_a_side_legend_removed_and_added_back_walks_nothing(counted):
+    doc, plot, *_ = small_page()
+    legend = plot.select_one(Legend)
+    counted.clear()
+    with doc.models.freeze():  # HoloViews' update for legend_position="right"
+        plot.center = [m for m in plot.center if m is not legend]
+        plot.add_layout(legend, "right")
+    assert len(counted) == 1  # the legend moved from centre to right: one walk
+    counted.clear()
+    with doc.models.freeze():
+        plot.right = [m for m in plot.right if m is not legend]
+        plot.add_layout(legend, "right")
     assert counted == []
     assert_graph_exact(doc)
 
