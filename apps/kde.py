@@ -150,7 +150,8 @@ class KDEDashboard(LabDashboard):
             caps=UPLOAD_CAPS,
             suffixes=(".npy", ".csv"),
             max_bytes=userdata.UPLOAD_MAX_BYTES,
-            on_file=self._use_file,
+            parse=lambda path, name, _choice: userdata.load_sample(path, name=name),
+            apply=self._use_sample,
             status=self.status,
         )
 
@@ -251,10 +252,11 @@ class KDEDashboard(LabDashboard):
         return [self.upload.view]
 
     # --- your own data ------------------------------------------------------------------------
-    def _use_file(self, path, name):
-        """Read an upload (ValueError refuses it, the previous data stay) and show it."""
+    def _use_sample(self, sample, name):
+        """Show an upload read on the worker pool (ValueError refuses it, the previous data
+        stay)."""
         previous = self.study.own_sample
-        self.study.use_sample(userdata.load_sample(path, name=name))
+        self.study.use_sample(sample)
         if self.study.source == "upload":
             self.status.clear()
             self.recompute()  # same knobs, new data
