@@ -187,3 +187,15 @@ def test_every_lab_page_keeps_the_exact_model_set_through_changes(lab):
         assert dash.request({knob: neighbour(dash.widgets[knob], getattr(dash.study, knob))})
         assert_graph_exact(doc)
     assert len(doc.models) > 100  # a whole page, not an empty document
+
+
+def test_a_whole_templated_page_is_attached_in_one_walk(counted):
+    """HouseTemplate attaches the page's ~20 roots inside one freeze: one walk, same models."""
+    dash = dashboard_class("criticality")()
+    page = dash.page()
+    doc = Document()
+    counted.clear()
+    page.server_doc(doc)
+    assert len(doc.roots) > 5
+    assert len(counted) == 1
+    assert_graph_exact(doc)
