@@ -354,20 +354,8 @@ class LabDashboard:
 
     def _schedule(self, callback: Callable, *args: Any) -> None:
         """Run ``callback(*args)`` on the session's event loop (from any thread)."""
-        doc = self._doc
-        if doc is None or self._closed:
-            return
-
-        def run() -> None:
-            from panel.io.state import set_curdoc
-
-            with set_curdoc(doc):
-                callback(*args)
-
-        try:
-            doc.add_next_tick_callback(run)
-        except Exception:  # the session is gone; nothing to update
-            log.debug("session closed before a result arrived", exc_info=True)
+        if self._doc is not None and not self._closed:
+            sessions.run_on_session_loop(self._doc, callback, *args)
 
     # --- streaming ----------------------------------------------------------------------------
     def start_stream(

@@ -4,7 +4,9 @@ clean-up of Panel's process-wide registries when a session closes."""
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +27,24 @@ def worker_pool() -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="lab-compute")
             atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
         return _pool
+
+
+def run_on_session_loop(doc: Any, callback: Callable, *args: Any, what: str = "a result") -> None:
+    """Run ``callback(*args)`` on ``doc``'s event loop at its next tick (callable from any
+    thread: Bokeh documents may only be changed on their session's loop)."""
+
+    def run() -> None:
+        from panel.io.state import set_curdoc
+
+        with set_curdoc(doc):
+            callback(*args)
+
+    try:
+        doc.add_next_tick_callback(run)
+    except Exception:  # the session is gone; nothing to update
+        logging.getLogger("workbench.apps").debug(
+            "session closed before %s arrived", what, exc_info=True
+        )
 
 
 def forget_js_callbacks(widgets: Any) -> None:

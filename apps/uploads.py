@@ -38,6 +38,7 @@ from typing import Any
 import panel as pn
 import param
 
+from apps import sessions
 from apps.knobs import in_session
 from apps.sessions import worker_pool
 from apps.shell import StatusLine
@@ -256,18 +257,7 @@ class UploadBox:
 
     def _schedule(self, callback: Callable, *args: Any) -> None:
         """Run ``callback(*args)`` on the session's event loop (from the worker thread)."""
-        doc = self._doc
-
-        def run() -> None:
-            from panel.io.state import set_curdoc
-
-            with set_curdoc(doc):
-                callback(*args)
-
-        try:
-            doc.add_next_tick_callback(run)
-        except Exception:  # the session is gone; nothing to update
-            log.debug("session closed before an upload was read", exc_info=True)
+        sessions.run_on_session_loop(self._doc, callback, *args, what="an upload")
 
 
 def _install_guard() -> None:
