@@ -58,6 +58,8 @@ TOLERANCE = 1e-8
 ACCUMULATOR_ELEMS = 4 * 2**20
 #: Gaps per block of :meth:`GapBinner.add` (a few rows): temporaries stay in cache.
 BLOCK_ELEMS = 2**17
+#: Gaps of one row binned per ``bincount`` call (their index, v and v^p temporaries: 1 MB).
+ROW_RUN = 2**15
 
 _MANTISSA = 52
 _SHIFT = _MANTISSA - SUB_BITS
@@ -99,6 +101,8 @@ class BinnedGaps:
     starts: Any
     floor: Any
     m: int
+    #: (e,) accumulator bin of each entry (0: the floor bin; −1: a point kept exactly), or None
+    key: Any = None
 
     @property
     def entries(self) -> int:
@@ -113,45 +117,66 @@ class GapBinner:
     any split of the columns (data chunks of a streamed pass).
     """
 
-    def __init__(self, xp: Any, rows: int, max_gap: float, max_scale: float):
+    def __init__(
+        self, xp: Any, rows: int, max_gap: float, max_scale: float, floor: float | None = None
+    ):
         self.xp = xp
-        self.floor = floor_for(max_scale)
+        # a caller that keeps the gaps below the floor exactly (:mod:`.stream`) may raise it
+        self.floor = floor_for(max_scale) if floor is None else float(floor)
         self.first = _bin_of(self.floor)  # bin index of the floor edge (a power of two)
         # index 0 is the floor bin; bins 1.. cover [floor, max_gap]
         self.bins = max(1, _bin_of(max(float(max_gap), self.floor)) - self.first + 2)
         self.rows = rows
         self.acc = xp.zeros((ORDER + 1, rows * self.bins))
 
-    def add(self, gaps: Any, row0: int) -> None:
-        """Fold a (r × c) block of gaps of rows row0 .. row0 + r − 1 (float64, ≥ 0).
-
-        Blocks of a few rows keep the bincounts small (r × bins each) and the temporaries in
-        cache; blocks of disjoint rows may be added from different threads.
-        """
+    def index(self, gaps: Any) -> tuple[Any, Any]:
+        """(bin index in 0 .. bins − 1, raw bits) of a block of gaps; below the floor: bin 0."""
         xp = self.xp
-        r = gaps.shape[0]
         bits = xp.ascontiguousarray(gaps, dtype=xp.float64).view(xp.int64)
         index = bits >> _SHIFT
         index -= self.first - 1
-        xp.maximum(index, 0, out=index)  # below the floor: bin 0
-        index += (xp.arange(r, dtype=xp.int64) * self.bins)[:, None]
-        flat = index.ravel()
-        size = r * self.bins
-        acc = self.acc[:, row0 * self.bins : (row0 + r) * self.bins]
-        acc[0] += xp.bincount(flat, minlength=size)
-        v = (bits & _LOW_MASK).astype(xp.float64)
-        v *= 2.0 ** (1 - _SHIFT)
-        v -= 1.0  # v = 2 (t − a)/w − 1 ∈ [−1, 1)
-        power = v.copy()
-        for p in range(1, ORDER + 1):
-            if p > 1:
-                power *= v
-            acc[p] += xp.bincount(flat, weights=power.ravel(), minlength=size)
+        xp.maximum(index, 0, out=index)
+        xp.minimum(index, self.bins - 1, out=index)  # a gap over max_gap must not spill
+        return index, bits
 
-    def result(self) -> BinnedGaps:
-        """The occupied bins (count > 0), compacted, with their edges and half widths."""
+    def add(self, gaps: Any, row0: int) -> None:
+        """Fold a (r × c) block of gaps of rows row0 .. row0 + r − 1 (float64, ≥ 0).
+
+        One ``bincount`` per row, moment and run of ``ROW_RUN`` gaps: the row's accumulator
+        (bins floats, ~17 kB) stays in L1 and the run's temporaries in L2. Measured on this
+        machine: ~22 ns per gap, against ~33 ns for one bincount over a block of 8 rows (a
+        136 kB accumulator) and ~44 ns for whole-row runs of 2^17 gaps (temporaries in memory).
+        Blocks of disjoint rows may be added from different threads.
+        """
+        xp = self.xp
+        bins = self.bins
+        for i in range(gaps.shape[0]):
+            acc = self.acc[:, (row0 + i) * bins : (row0 + i + 1) * bins]
+            row = gaps[i]
+            for c0 in range(0, row.shape[0], ROW_RUN):
+                index, bits = self.index(row[c0 : c0 + ROW_RUN])
+                acc[0] += xp.bincount(index, minlength=bins)
+                v = (bits & _LOW_MASK).astype(xp.float64)
+                v *= 2.0 ** (1 - _SHIFT)
+                v -= 1.0  # v = 2 (t − a)/w − 1 ∈ [−1, 1)
+                power = v.copy()
+                for p in range(1, ORDER + 1):
+                    if p > 1:
+                        power *= v
+                    acc[p] += xp.bincount(index, weights=power, minlength=bins)
+
+    def result(self, drop_floor: bool = False) -> BinnedGaps:
+        """The occupied bins (count > 0), compacted, with their edges and half widths.
+
+        ``drop_floor``: leave the floor bin out (the caller keeps those gaps exactly); rows may
+        then have no entry, and ``starts`` is not meaningful until the exact points are merged
+        in (:func:`workbench.labs.kde.stream.merge`)."""
         xp = self.xp
         counts = self.acc[0]
+        if drop_floor:
+            counts = counts.reshape(self.rows, self.bins).copy()
+            counts[:, 0] = 0
+            counts = counts.ravel()
         occupied = xp.nonzero(counts)[0]
         rows = occupied // self.bins
         local = occupied % self.bins
@@ -174,6 +199,7 @@ class GapBinner:
             starts=starts,
             floor=xp.full(self.rows, self.floor),
             m=self.rows,
+            key=local,
         )
 
 
@@ -194,6 +220,7 @@ def concatenate(parts: list[BinnedGaps], xp: Any) -> BinnedGaps:
         ),
         floor=xp.concatenate([p.floor for p in parts]),
         m=int(offsets[-1]),
+        key=None if any(p.key is None for p in parts) else xp.concatenate([p.key for p in parts]),
     )
 
 
