@@ -24,6 +24,7 @@ import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from apps.live import LiveFigures
 from apps.uploads import UploadBox
 from workbench import plots
 from workbench.labs import kde
@@ -135,7 +136,6 @@ class KDEDashboard(LabDashboard):
         self.player.param.watch(self._on_player, "value")
         self._moving_player = False
         self.size_note = pn.pane.Markdown("", margin=(0, 10))
-        self.tick = hv.streams.Counter()  # re-renders the per-h panels in place
         self.markers = {
             "kl": shell.LiveMarker("point", size=12, marker="diamond", color=HERE),
             "participation": shell.LiveMarker("point", size=12, marker="diamond", color=HERE),
@@ -169,16 +169,14 @@ class KDEDashboard(LabDashboard):
         self._move_markers()
         self._sync_player()
         if hasattr(self, "panes"):
-            for name in STATIC:
-                self.panes[name].object = self._static(name)
-            self.tick.event()
+            self.live.refresh()  # in place unless a figure's layers change (own data)
 
     def update_cheap(self, changed):
         """A new bandwidth: evaluated on the cached distance tables (no new distances)."""
         self.result.update(self.study.at_bandwidth())
         self._move_markers()
         self._sync_player()
-        self.tick.event()
+        self.live.refresh(*LIVE)
 
     def _own(self):
         return self.result["source"] != "gaussian"
@@ -219,21 +217,16 @@ class KDEDashboard(LabDashboard):
         dim = int(r["current"].attrs["dim"])
         return figs.heldout_distribution_figure(r["samples"][0], dim, r["h"])
 
+    def _draw(self, name):
+        return self._static(name) if name in STATIC else self._figure(name)
+
     def _static(self, name):
         return self._figure(name).opts(hooks=[self.markers[name].hook])
 
     def plots(self):
-        live = {
-            name: hv.DynamicMap(lambda counter, n=name: self._figure(n), streams=[self.tick]).opts(
-                framewise=True, axiswise=True
-            )
-            for name in LIVE
-        }
         opts = {"height": PLOT_HEIGHT, "sizing_mode": "stretch_width", "linked_axes": False}
-        self.panes = {
-            name: pn.pane.HoloViews(self._static(name) if name in STATIC else live[name], **opts)
-            for name in (*STATIC, *LIVE)
-        }
+        self.live = LiveFigures(self._draw, (*STATIC, *LIVE), opts)
+        self.panes = self.live.panes
         p = self.panes
         row = shell.row
         return pn.Column(

@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -420,11 +421,14 @@ class LiveMarker:
         self.style = style
         self.x, self.y = float("nan"), float("nan")
         self._models: list = []
+        self._figure = lambda: None  # the Bokeh figure holding the marker (a weak reference)
 
     def hook(self, plot, _element) -> None:
         from bokeh.models import ColumnDataSource, Span
 
         figure = plot.state
+        if self._models and self._figure() is figure:
+            return  # an in-place update re-runs hooks on the same figure: one marker is enough
         if self.kind == "point":
             model = ColumnDataSource({"x": [self.x], "y": [self.y]})
             figure.scatter("x", "y", source=model, **self.style)
@@ -435,6 +439,7 @@ class LiveMarker:
         # glyph of a figure the pane has replaced would send the browser a patch for a model
         # it has already dropped ("reference ... isn't known").
         self._models = [model]
+        self._figure = weakref.ref(figure)
 
     def move(self, x: float, y: float | None = None) -> None:
         self.x, self.y = float(x), float("nan") if y is None else float(y)

@@ -89,3 +89,21 @@ def test_structure_sees_types_labels_dimensions_and_layers():
     assert structure(a) != structure(hv.Scatter([1, 2], "x", "y", label="a"))
     assert structure(a) != structure(hv.Curve([1, 2], "x", "z", label="a"))
     assert structure(a * a) != structure(a * a * a)
+
+
+def test_a_hooked_marker_stays_one_glyph_through_in_place_updates():
+    from apps.shell import LiveMarker
+
+    state, marker = Curves(), LiveMarker("point", size=9)
+    live = LiveFigures(lambda name: state.draw(name).opts(hooks=[marker.hook]), ("a",))
+    doc = rendered(live)
+    for scale in (2.0, 3.0, 4.0):
+        state.scale = scale
+        assert live.refresh() == []
+    assert len(renderers(doc)) == 3  # two curves and one marker, not one marker per update
+    marker.move(1.5, 2.5)
+    assert ((1.5,), (2.5,)) in {
+        (tuple(m.data["x"]), tuple(m.data["y"]))
+        for m in doc.models
+        if isinstance(m, ColumnDataSource) and len(m.data.get("x", [])) == 1
+    }
