@@ -170,7 +170,7 @@ def report(title: str, sizes: list[int], rows: list[dict]) -> None:
     print(f"\n{title}: wall s (cpu s) per stage; growth exponent over n (expected 1)")
     print(
         f"{'stage':34s}"
-        + "".join(f"{'n = 2^' + str(int(np.log2(n))):>20s}" for n in sizes)
+        + "".join(f"{'n = ' + format(n, ','):>20s}" for n in sizes)
         + f"{'exponent':>10s}"
     )
     names = [k for k in rows[0] if not k.startswith("_")]
@@ -187,7 +187,12 @@ def report(title: str, sizes: list[int], rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 18, 20])
+    parser.add_argument(
+        "--sizes", type=float, nargs="+", default=[16, 18, 20], help="log2 n of each size"
+    )
+    parser.add_argument(
+        "--heavy", action="store_true", help="add n = e^(0.5 · 28) = 1,202,604 (the page's α, d)"
+    )
     parser.add_argument("--dim", type=int, default=28)
     parser.add_argument("--queries", type=int, default=KDEStudy.n_queries)
     parser.add_argument("--stored", action="store_true", help="also time the stored table")
@@ -203,7 +208,7 @@ def main() -> None:
         f"d = {args.dim}, m = {args.queries} queries, {len(grid)} bandwidths "
         f"{grid[0]:.3f}..{grid[-1]:.3f} (the Study's grid at alpha = 0.5, d = 28)"
     )
-    sizes = [2**e for e in args.sizes]
+    sizes = [round(2**e) for e in args.sizes] + ([round(np.exp(14.0))] if args.heavy else [])
     streamed, stored = [], []
     rng = np.random.default_rng(0)
     for n in sizes:
@@ -222,7 +227,7 @@ def main() -> None:
     if stored:
         report("stored, sorted m x n table (before)", sizes, stored)
     print(f"\nfloors over m x n elements, split over {estimator.n_threads()} workers (s)")
-    print(f"{'':34s}" + "".join(f"{'n = 2^' + str(int(np.log2(n))):>20s}" for n in sizes))
+    print(f"{'':34s}" + "".join(f"{'n = ' + format(n, ','):>20s}" for n in sizes))
     per_size = [floors(args.queries, n, args.dim) for n in sizes]
     for name in per_size[0]:
         print(f"{name:34s}" + "".join(f"{f[name]:20.3f}" for f in per_size))

@@ -145,6 +145,7 @@ def test_streamed_table_never_allocates_the_m_by_n_table(monkeypatch):
     stated bound: the pilot block, the workers' distance blocks, one row group's accumulator,
     the kept crossing-bin points (SELECT_LIMIT, here 2^18) and 8 MB of small arrays."""
     monkeypatch.setattr(stream, "SELECT_LIMIT", 2**18)
+    monkeypatch.setattr(tables, "SECOND_PASS_DISTANCES", 2**25)
     query, data = gaussian(64, 300_000, 6, seed=7)
     h = np.geomspace(0.02, 0.5, 24)
     m = len(query)

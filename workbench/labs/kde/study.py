@@ -1,9 +1,11 @@
 """The KDE lab's Study: knobs, size cap, and every grid the page and the notebook draw.
 
-:class:`KDEStudy` holds one dataset (n = e^{αd} points and m query points, cached) and a sorted
-distance table of its query points, so every bandwidth, and every grid of bandwidths, costs a few
-passes over that table: the KL/d curve, the slider's current point and the CLI sweep all go
-through :meth:`KDEStudy.evaluate` (one grid mechanism). Results shared across dashboard
+:class:`KDEStudy` holds one dataset (n = e^{αd} points and m query points, cached) and a
+distance table of its query points (:class:`~workbench.labs.kde.tables.DistanceTable`: the sorted
+m × n distances when small, only their binned Laplace transform when large), so every bandwidth,
+and every grid of bandwidths, costs a few passes over that table, never new distances: the KL/d
+curve, the slider's current point and the CLI sweep all go through :meth:`KDEStudy.evaluate`
+(one grid mechanism). Results shared across dashboard
 sessions through caches are read-only.
 
 The ``source`` knob swaps the Gaussian sample for scikit-learn's digits or the user's own array
@@ -77,8 +79,9 @@ class KDEStudy(own.OwnData, Study):
     """Gaussian KDE on n = e^{αd} points from N(0, I_d): KL/d, Y₂ and regimes versus bandwidth.
 
     ``evaluate(bandwidth=[...])`` reuses one cached distance table per (dim, alpha, seed,
-    n_queries): the first call computes and sorts the (n_queries × n) squared distances, every
-    later bandwidth costs a few passes over them (tens of ms at the default sizes).
+    n_queries): the first call computes the (n_queries × n) squared distances (stored and
+    sorted up to ``tables.STORE_BYTES``, else streamed into per-row bins and dropped), every
+    later bandwidth costs a few passes over the table (tens of ms at the default sizes).
 
     **Other data** (``source``): ``"digits"`` is scikit-learn's 1,797 handwritten digits and
     ``"upload"`` your own (N, d) array, both standardised per feature (mean 0, std 1; zero-variance
@@ -465,7 +468,8 @@ def _control_variate_mean(values: np.ndarray, queries: np.ndarray) -> tuple[np.n
 # --- caches shared across sessions ---------------------------------------------------------------
 @functools.lru_cache(maxsize=2)
 def _query_table(dim: int, alpha: float, seed: int, n_queries: int, backend_name: str):
-    """Distance table of the study's query points (LRU of 2: each is 8 · m · n bytes)."""
+    """Distance table of the study's query points (LRU of 2: each at most ``STORE_BYTES`` of
+    stored distances, or a streamed table's bins)."""
     sample = kde_data.make_data(dim, alpha, seed, n_queries)
     xp = backend.get_namespace()
     return DistanceTable(xp.asarray(sample.queries), xp.asarray(sample.data), sort=True, xp=xp)

@@ -36,8 +36,39 @@ WORK_BUFFER_ELEMS = 2**20
 TABLE_MAX_SCALE = 1e6
 #: Tables of more than this many bytes of distances (8 · m · n) are streamed, not stored.
 STORE_BYTES = 128 * 2**20
+#: A streamed table's second pass (exact counts inside crossing bins) runs only when the rows
+#: that need it cost at most this many new distances (~30 ms); else those counts interpolate.
+SECOND_PASS_DISTANCES = 2**23
+#: Most entries of one streamed row: the accumulator's bins from the floor (2^-60 at the
+#: Study's largest scale) to gaps of 2^10, 32 a binade.
+MAX_ROW_ENTRIES = 72 * 2**laplace.SUB_BITS
 #: Elements of one padded (rows × points of the crossing bin) block when counting.
 COUNT_BLOCK_ELEMS = 2**21
+
+
+def table_bytes(m: int, n: int, sort: bool = True) -> int:
+    """Upper bound on the bytes a :class:`DistanceTable` of m rows over n points holds and
+    uses while it is built and asked (for a page's memory cap; Python ints, no overflow).
+
+    Stored (8 · m · n ≤ ``STORE_BYTES``): 8 · m · n + 8 m. Streamed: |y|² (8 n); the pilot block,
+    the workers' distance blocks and the dense accumulator (each bounded by a constant, ≤ 32 MiB);
+    the second pass's kept points (4 · 8 · ``stream.SELECT_LIMIT``: row, bin, gap while it runs,
+    the cached gaps after; only with ``sort``, the 90 % counts) and the kept nearest points (16 · ``stream.NEAR_LIMIT``); and the
+    entries, 12 floats each, at most one per accumulator bin of a row: ``MAX_ROW_ENTRIES``
+    (measured: about 250 a row at n = 10^6, d = 28).
+    """
+    m, n = int(m), int(n)
+    if 8 * m * n <= STORE_BYTES:
+        return 8 * m * n + 8 * m
+    rows = min(m, max(1, laplace.ACCUMULATOR_ELEMS // ((laplace.ORDER + 1) * MAX_ROW_ENTRIES)))
+    fixed = (
+        8 * min(m, stream.PILOT_ROWS) * stream.PILOT_POINTS
+        + 2 * 8 * rows * stream.BLOCK_POINTS
+        + 8 * laplace.ACCUMULATOR_ELEMS
+        + (4 * 8 * stream.SELECT_LIMIT if sort else 0)
+        + 16 * stream.NEAR_LIMIT
+    )
+    return 8 * n + fixed + 12 * 8 * m * min(n, MAX_ROW_ENTRIES)
 
 
 class DistanceTable:
@@ -242,31 +273,49 @@ class DistanceTable:
         Per scale: the entry where the cumulative (Taylor) weight crosses 90 % of the row's
         total; an entry of one point settles the count, a bin of several needs its points'
         exact weights in order (stored: a run of the sorted row; streamed: fetched once for
-        every scale by :meth:`_inside_points` while the crossing bins hold at most
-        ``stream.SELECT_LIMIT`` points together, else interpolated, see :func:`_interpolated`).
+        every scale by :meth:`_inside_points` when that is cheap (:meth:`_fetch`), else
+        interpolated, see :func:`_interpolated`).
         """
         xp = self.xp
         found = [_crossing(binned, float(scale), xp) for scale in scales]
         inside = None
         if not self.stored:
             need = [c["entry"][c["in_bin"] > 1] for c in found]
-            wanted = xp.unique(xp.concatenate(need))
-            if float(xp.sum(binned.count[wanted])) <= stream.SELECT_LIMIT:
-                inside = self._inside_points(backend.to_host(wanted).tolist())
+            inside = self._fetch(backend.to_host(xp.unique(xp.concatenate(need))).tolist())
         count = xp.zeros((len(scales), binned.m), dtype=xp.int64)
         for j, (scale, c) in enumerate(zip(scales, found, strict=True)):
             count[j] = self._resolve(c, float(scale), inside)
         return count
 
+    def _fetch(self, entries: list[int]) -> dict[int, Any]:
+        """The sorted gaps of the entries that are cheap to resolve exactly: all of them when
+        they hold at most ``stream.SELECT_LIMIT`` points and the rows still missing cost at
+        most ``SECOND_PASS_DISTANCES`` new distances; else those already fetched."""
+        with self._lock:
+            cached = {e: self._inside[e] for e in entries if e in self._inside}
+        missing = [e for e in entries if e not in cached]
+        if not missing:
+            return cached
+        xp = self.xp
+        index = xp.asarray(np.asarray(missing, dtype=np.int64))
+        rows = int(xp.unique(self._bins.rows[index]).shape[0])
+        points = float(xp.sum(self._bins.count[xp.asarray(np.asarray(entries, dtype=np.int64))]))
+        if points <= stream.SELECT_LIMIT and rows * self.n <= SECOND_PASS_DISTANCES:
+            return self._inside_points(entries)
+        return cached
+
     def _resolve(self, c: dict[str, Any], scale: float, inside: dict | None) -> Any:
         """before_count + (points of the crossing entry whose cumulative weight stays under
-        the remaining target) + 1, per row."""
+        the remaining target) + 1, per row: exactly from the entry's points where they are at
+        hand (stored table, or fetched), else interpolated (:func:`_interpolated`)."""
         xp = self.xp
-        if not self.stored and inside is None:
-            return xp.minimum(c["before_count"] + _interpolated(c, xp) + 1, self.n)
-        below = xp.zeros(c["in_bin"].shape[0], dtype=xp.int64)
-        rows = backend.to_host(xp.nonzero(c["in_bin"] > 1)[0])
-        width = int(xp.max(c["in_bin"])) if rows.size else 1
+        below = _interpolated(c, xp) if not self.stored else xp.zeros_like(c["in_bin"])
+        several = c["in_bin"] > 1
+        if inside is not None:
+            known = xp.asarray([e in inside for e in backend.to_host(c["entry"]).tolist()])
+            several &= known
+        rows = backend.to_host(xp.nonzero(several)[0])
+        width = int(xp.max(c["in_bin"][several])) if rows.size else 1
         step = max(1, COUNT_BLOCK_ELEMS // max(1, width))
         for r0 in range(0, rows.size, step):
             block = xp.asarray(rows[r0 : r0 + step])
@@ -311,9 +360,9 @@ def _interpolated(c: dict[str, Any], xp: Any) -> Any:
 
     The bin's weights lie in [e^{−s (a + w)}, e^{−s a}], so both this and the exact count lie
     between R e^{s a} and R e^{s (a + w)}: the error is at most K (e^{s w} − 1) + 1 points, w the
-    bin width (≤ 2^−5 of the gap); used only when the crossing bins of all rows and scales hold
-    more than ``stream.SELECT_LIMIT`` points (the central-limit end at n ≈ 10^6, where the
-    count is in the hundreds of thousands)."""
+    bin width (≤ 2^−5 of the gap); used where the second pass would cost too much
+    (:meth:`DistanceTable._fetch`: at n ≈ 10^6 every row's, i.e. the central-limit end, where the
+    count is in the hundreds of thousands and the bins hold tens of thousands of points)."""
     k = c["in_bin"]
     mean = c["weight"] / xp.maximum(k, 1)
     remaining = c["target"] - c["before_weight"]
