@@ -47,19 +47,15 @@ def test_streamed_table_matches_the_exact_path_counts_included():
     np.testing.assert_array_equal(one["n_points_90"], ref["n_points_90"])
 
 
-def test_blocks_and_threads_do_not_change_the_answer(monkeypatch):
+def test_blocks_do_not_change_the_answer(monkeypatch):
     """Chunked == unchunked: the moments add across data blocks (one block of all points vs
-    blocks of 777, one thread vs two), to 1e-12 in log ρ̂ and Y₂, counts identical."""
+    blocks of 777), to 1e-12 in log ρ̂ and Y₂, counts identical."""
     query, data = gaussian(24, 9000, 6, seed=2)
     h = np.geomspace(0.05, 5, 17)
     monkeypatch.setattr(stream, "BLOCK_POINTS", 2**20)
-    monkeypatch.setattr(estimator, "MAX_THREADS", 1)
     whole = DistanceTable(query, data, store=False).summaries(h)
     monkeypatch.setattr(stream, "BLOCK_POINTS", 777)
-    monkeypatch.setattr(estimator, "MAX_THREADS", 2)
-    estimator.shutdown_pool()
     chunked = DistanceTable(query, data, store=False).summaries(h)
-    estimator.shutdown_pool()
     np.testing.assert_allclose(chunked["log_density"], whole["log_density"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(
         chunked["participation_ratio"], whole["participation_ratio"], rtol=1e-12
@@ -159,10 +155,10 @@ def test_streamed_table_never_allocates_the_m_by_n_table(monkeypatch):
     bins = table._stream.binner(np).bins
     bound = (
         8 * min(m, stream.PILOT_ROWS) * stream.PILOT_POINTS  # pilot block
-        + 8 * m * stream.BLOCK_POINTS * 2  # the workers' distance blocks and their row copies
+        + 8 * m * stream.BLOCK_POINTS * 2  # the distance block and its row temporaries
         + 8 * (laplace.ORDER + 1) * m * bins  # the accumulator
         + 3 * 8 * stream.SELECT_LIMIT  # second pass: row, bin, gap of each kept point
-        + 8 * len(data) * 2  # |y|² and one augmented data block per worker
+        + 8 * len(data) * 2  # |y|² and the augmented data block
         + 8 * 2**20
     )
     assert table._inside  # the second pass ran

@@ -1,4 +1,4 @@
-"""Streamed distance bins: a distance table's Laplace bins without the m × n array (issue 12 §1, §5).
+"""Streamed distance bins: a distance table's Laplace bins, no m × n array (issue 12 §1, §5).
 
 A :class:`~workbench.labs.kde.tables.DistanceTable` over many data points keeps only what every
 bandwidth needs: per query row the binned gaps of :mod:`.laplace` (a few hundred entries) and
@@ -24,14 +24,14 @@ needs, in the bin where the cumulative weight crosses 90 %, the exact gaps of th
 (row, bin) pairs (their number is known from the bin counts, so its memory is bounded before
 it starts).
 
-Memory: one (rows × c) distance block of at most ``chunk_bytes``, one row group's dense bin
-accumulator (≤ ``laplace.ACCUMULATOR_ELEMS`` floats), the kept points, and the entries.
+Memory: one (rows × ``BLOCK_POINTS``) distance block (on a device: ``chunk_bytes``), one row
+group's dense bin accumulator (≤ ``laplace.ACCUMULATOR_ELEMS`` floats), the kept points, and
+the entries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import math
 import threading
@@ -42,7 +42,7 @@ import numpy as np
 
 from workbench.blas import single_blas_thread
 from workbench.labs.kde import laplace
-from workbench.labs.kde.estimator import parallel_rows, squared_distances
+from workbench.labs.kde.estimator import squared_distances
 from workbench.study import checkpoint
 
 #: Pilot subsample for the shift U_j, in blocks of PILOT_ROWS rows (16 MB each).
@@ -56,7 +56,7 @@ NEAR_RELATIVE = 2.0**-30
 #: Most points :func:`points_in_bins` keeps in one pass (row groups beyond); a table keeps at
 #: most this many for later bandwidths (32 MB).
 SELECT_LIMIT = 2**22
-#: Data points per distance block of one worker (rows × 2^14 floats: one bincount run a row).
+#: Data points per distance block (rows × 2^14 floats: one bincount run a row).
 BLOCK_POINTS = 2**14
 
 
@@ -87,28 +87,27 @@ class StreamedBins:
 def _sweep(
     xp: Any, query: Any, data: Any, query_sq: Any, data_sq: Any, visit, chunk_bytes: int
 ) -> None:
-    """Call ``visit(dist, rows)`` for every block of squared distances D = |x − y|² of the rows
-    ``rows`` of ``query`` against a block of data points, over all of ``data``.
+    """Call ``visit(dist, rows)`` for every block of squared distances D = |x − y|² of all rows
+    of ``query`` (``rows`` = slice(0, m)) against a block of data points, over all of ``data``.
 
-    Under NumPy each worker thread owns a block of rows and computes its own distances, with
-    BLAS on one thread (:func:`workbench.blas.single_blas_thread`): on this 2-core machine under
-    load, a multi-threaded OpenBLAS busy-waits and the (200 × 41,943) chunk GEMM measured
-    10.6 ns per distance against 3.8 single-threaded. D comes from one GEMM of augmented rows,
-    [x, |x|², 1] · [−2y, 1, |y|²], with no extra passes, clipped at 0. Blocks of
-    ``BLOCK_POINTS`` points keep a worker's (rows × block) distances near the cache; on a device
-    one call covers all rows with blocks of ``chunk_bytes``. Cancellation (:func:`checkpoint`)
-    is checked between blocks in each worker, in the caller's context.
+    D comes from one GEMM of augmented rows, [x, |x|², 1] · [−2y, 1, |y|²], with no extra
+    passes, clipped at 0. Under NumPy the sweep runs in the calling thread with BLAS on one
+    thread (:func:`workbench.blas.single_blas_thread`), in blocks of ``BLOCK_POINTS`` points:
+    the binning that follows is bound by ``np.bincount``, which holds the GIL, and on this
+    2-core machine two worker threads took the same wall time as one (3.3 s against 3.2 s for
+    200 × 2^19 gaps) for 1.7× the CPU; a multi-threaded OpenBLAS under load busy-waits (the
+    (200 × 41,943) GEMM measured 10.6 ns per distance against 3.8 on one thread). On a device
+    the blocks hold ``chunk_bytes``. Cancellation (:func:`checkpoint`) is checked per block.
     """
     m, n, d = query.shape[0], data.shape[0], data.shape[1]
     augmented = xp.concatenate([query, query_sq[:, None], xp.ones((m, 1))], axis=1)
     if xp is np:
-        step = BLOCK_POINTS
+        step, blas = BLOCK_POINTS, single_blas_thread()
     else:
         step = int(max(1, min(n, chunk_bytes // (8 * max(1, m)))))
-    context = contextvars.copy_context()
-
-    def rows_of(rows: slice) -> None:
-        q = augmented[rows]
+        blas = contextlib.nullcontext()
+    rows = slice(0, m)
+    with blas:
         for start in range(0, n, step):
             checkpoint()
             stop = min(start + step, n)
@@ -116,18 +115,9 @@ def _sweep(
             xp.multiply(data[start:stop], -2.0, out=points[:, :d])
             points[:, d] = 1.0
             points[:, d + 1] = data_sq[start:stop]
-            dist = q @ points.T
+            dist = augmented @ points.T
             xp.maximum(dist, 0.0, out=dist)
             visit(dist, rows)
-
-    def work(rows: slice) -> None:
-        def run() -> None:
-            with single_blas_thread() if xp is np else contextlib.nullcontext():
-                rows_of(rows)
-
-        context.copy().run(run)
-
-    parallel_rows(xp, m, n * (d + 8), work)
 
 
 def _max_gap(xp: Any, query_sq: Any, data_sq: Any, base: Any) -> float:
@@ -216,7 +206,8 @@ def _pass(
 
 
 class _Kept:
-    """Points kept exactly by the threads of a pass: (row, value) arrays, appended under a lock."""
+    """Points kept exactly by a pass: (row, value) arrays (appended under a lock: a caller may
+    visit blocks from several threads)."""
 
     def __init__(self) -> None:
         self.rows: list[Any] = []

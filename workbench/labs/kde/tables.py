@@ -51,11 +51,11 @@ def table_bytes(m: int, n: int, sort: bool = True) -> int:
     uses while it is built and asked (for a page's memory cap; Python ints, no overflow).
 
     Stored (8 · m · n ≤ ``STORE_BYTES``): 8 · m · n + 8 m. Streamed: |y|² (8 n); the pilot block,
-    the workers' distance blocks and the dense accumulator (each bounded by a constant, ≤ 32 MiB);
-    the second pass's kept points (4 · 8 · ``stream.SELECT_LIMIT``: row, bin, gap while it runs,
-    the cached gaps after; only with ``sort``, the 90 % counts) and the kept nearest points (16 · ``stream.NEAR_LIMIT``); and the
-    entries, 12 floats each, at most one per accumulator bin of a row: ``MAX_ROW_ENTRIES``
-    (measured: about 250 a row at n = 10^6, d = 28).
+    the distance blocks and the dense accumulator (each bounded by a constant, ≤ 32 MiB); the
+    second pass's kept points (4 · 8 · ``stream.SELECT_LIMIT``: row, bin, gap while it runs,
+    the cached gaps after; only with ``sort``, for the 90 % counts); the kept nearest points
+    (16 · ``stream.NEAR_LIMIT``); and the entries, 12 floats each, at most one per accumulator
+    bin of a row: ``MAX_ROW_ENTRIES`` (measured: about 310 a row at n = 1.2 · 10^6, d = 28).
     """
     m, n = int(m), int(n)
     if 8 * m * n <= STORE_BYTES:
