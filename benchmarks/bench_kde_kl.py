@@ -16,7 +16,7 @@ sorted m × n table it replaces. Prints, per n, seconds per stage:
 then the growth exponent of each stage fitted over the three n (expected 1: every stage is
 linear in n at fixed m), and the machine's floors over the same m · n elements: one float64 and
 one float32 pass (a multiply in cache), the distance GEMM at the measured single-thread rate, and
-the (P + 1) = 7 bincounts per gap of the binning, each divided by the worker threads. Wall and
+the (P + 1) = 7 bincounts per gap of the binning, each on one core. Wall and
 CPU seconds are both printed (the machine is shared: CPU time shows the work, wall the wait).
 Run: ``python benchmarks/bench_kde_kl.py [--sizes 16 18 20] [--stored]``. No assertions.
 """
@@ -67,8 +67,8 @@ def per_element(fn, elements: int, repeat: int = 20) -> float:
 
 
 def floors(m: int, n: int, d: int) -> dict[str, float]:
-    """Seconds for m · n elements at this machine's measured rates, split over the workers."""
-    threads = estimator.n_threads()
+    """Seconds for m · n elements at this machine's measured rates on one core (the streamed
+    pass runs on one thread: ``np.bincount`` holds the GIL, so threads cannot share it)."""
     rng = np.random.default_rng(0)
     x64 = rng.random(2**16)
     x32 = x64.astype(np.float32)
@@ -85,7 +85,7 @@ def floors(m: int, n: int, d: int) -> dict[str, float]:
         f"distance GEMM (d + 2 = {d + 2})": gemm,
         "7 bincounts": 7 * per_element(lambda: np.bincount(index, weights, 2000), index.size),
     }
-    return {name: rate * m * n / threads for name, rate in rates.items()}
+    return {name: rate * m * n for name, rate in rates.items()}
 
 
 def streamed_stages(query, data, grid, h_now) -> dict[str, tuple[float, float]]:
@@ -201,8 +201,8 @@ def main() -> None:
     grid = study.bandwidth_grid()
     h_now = float(study.display_thresholds()["h_kl_eff"])
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, {estimator.n_threads()} "
-        f"workers; load average {os.getloadavg()[0]:.2f} at start"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; load average "
+        f"{os.getloadavg()[0]:.2f} at start"
     )
     print(
         f"d = {args.dim}, m = {args.queries} queries, {len(grid)} bandwidths "
@@ -226,7 +226,7 @@ def main() -> None:
     report("streamed table (default above STORE_BYTES)", sizes, streamed)
     if stored:
         report("stored, sorted m x n table (before)", sizes, stored)
-    print(f"\nfloors over m x n elements, split over {estimator.n_threads()} workers (s)")
+    print("\nfloors over m x n elements, one core (s)")
     print(f"{'':34s}" + "".join(f"{'n = ' + format(n, ','):>20s}" for n in sizes))
     per_size = [floors(args.queries, n, args.dim) for n in sizes]
     for name in per_size[0]:
