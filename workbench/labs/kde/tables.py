@@ -325,7 +325,7 @@ class DistanceTable:
                 position = xp.minimum(
                     c["before_count"][block][:, None] + offsets, self.delta.shape[1] - 1
                 )
-                gaps = xp.take_along_axis(self.delta[block], position, axis=1)
+                gaps = self.delta[block[:, None], position]  # a gather: no row copies
             else:
                 runs = [inside[e] for e in backend.to_host(c["entry"][block]).tolist()]
                 gaps, valid = _padded(xp, runs)
