@@ -18,6 +18,7 @@ import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from workbench import plots
 from workbench.labs import quadrature as quad
 from workbench.labs.quadrature import figures
 
@@ -99,8 +100,8 @@ class QuadratureDashboard(LabDashboard):
     def render(self, result):
         self.result = result
         if hasattr(self, "panes"):
-            self.panes["sweep"].object = figures.error_vs_n(result["sweep"]) * self.marker
-            self.panes["wce"].object = figures.worst_case_error(result["sweep"]) * self.marker
+            self.panes["sweep"].object = self._n_plot(figures.error_vs_n, result["sweep"])
+            self.panes["wce"].object = self._n_plot(figures.worst_case_error, result["sweep"])
         self.restart()
 
     def update_cheap(self, changed):
@@ -133,6 +134,10 @@ class QuadratureDashboard(LabDashboard):
         # No clearing send: the live panels keep the last run, title included, until the new
         # run's first batch arrives a tick later (a clearing redraw cost ~140 ms of the loop).
         self.start_stream(snapshot.stream, self._on_records)
+
+    def _n_plot(self, builder, sweep):
+        """An N plot with the live "you are here" line (``compose`` keeps its log axes)."""
+        return plots.compose(builder(sweep, here=True), self.marker)
 
     def _marker(self, n):
         # The hook must not hold the page: HoloViews keeps hooks in its process-wide option
@@ -221,13 +226,13 @@ class QuadratureDashboard(LabDashboard):
         return self.study.evaluate()
 
     def figure(self):
-        sweep = self.result["sweep"]
+        sweep, n = self.result["sweep"], self.run["n"]
         return hv.Layout(
             [
                 self._pi_figure(None),
-                figures.error_vs_n(sweep) * figures.you_are_here(self.run["n"]),
+                plots.compose(figures.error_vs_n(sweep, here=True), figures.you_are_here(n)),
                 figures.quadrature_weights(quad.weights_comparison(self.study)),
-                figures.worst_case_error(sweep) * figures.you_are_here(self.run["n"]),
+                plots.compose(figures.worst_case_error(sweep, here=True), figures.you_are_here(n)),
                 self._trajectory_figure(None),
                 self._gain_figure(None),
             ]

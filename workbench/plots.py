@@ -24,6 +24,20 @@ REGIME_COLOURS = ("#F0E442", "#56B4E9", "#009E73")
 #: "You are here" markers and current-value lines: a magenta that no data line uses and that
 #: stays visible on the light and the dark theme (black vanished on dark backgrounds).
 HERE_COLOUR = "#E7298A"
+#: Legends sit right of the plot, so they never cover data whatever a knob does to the curves
+#: (an inner corner that is empty at one setting is full at another); compact, so the plot keeps
+#: most of its width.
+LEGEND_OUTSIDE = {
+    "legend_position": "right",
+    "legend_opts": {
+        "label_text_font_size": "12px",
+        "glyph_width": 18,
+        "label_standoff": 4,
+        "padding": 4,
+        "spacing": 0,
+        "margin": 4,
+    },
+}
 #: Per-element: axes follow each new frame when a builder feeds a DynamicMap (HoloViews only
 #: rescales overlays whose elements are framewise, not the overlay itself).
 FRAMEWISE = {"framewise": True}
@@ -58,13 +72,19 @@ def curve_family(
     markers: bool = True,
     title: str = "",
     underlay: Any = None,
+    pair: Mapping[str, str] | None = None,
+    extra: Any = None,
 ):
     """Measured curves (solid, with markers) plus theory curves (dashed) over one swept knob.
 
     ``curves`` maps a legend label to y values on the shared ``x``; ``theory`` maps a label to
-    its own ``(x, y)`` so a dense theory line can sit over a sparse measurement. ``underlay``
+    its own ``(x, y)`` so a dense theory line can sit over a sparse measurement. ``pair`` maps a
+    theory label to the curve it belongs to, whose colour it then takes (a target line in its
+    curve's colour); unpaired theory lines take the next colours. ``extra`` (markers such as
+    :func:`vlines`) is drawn on top. ``underlay``
     (e.g. :func:`shaded_regimes`) is drawn beneath; composing it here rather than with ``*``
-    afterwards keeps this overlay's axes, scales and title.
+    afterwards keeps this overlay's axes, scales and title (``a * b`` builds a new overlay
+    without ``a``'s options: its log axes, title and legend position are lost).
     """
     hv = _hv()
     layers = list(underlay) if underlay is not None else []
@@ -80,24 +100,32 @@ def curve_family(
                     color=colour, size=5, **FRAMEWISE
                 )
             )
-    for j, (label, (tx, ty)) in enumerate((theory or {}).items()):
+    colour_of = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(curves)}
+    unpaired = 0
+    for label, (tx, ty) in (theory or {}).items():
         xs, ys = _finite(tx, ty, logx, logy)
-        colour = PALETTE[(len(curves) + j) % len(PALETTE)]
+        if pair and pair.get(label) in colour_of:
+            colour = colour_of[pair[label]]
+        else:
+            colour = PALETTE[(len(curves) + unpaired) % len(PALETTE)]
+            unpaired += 1
         layers.append(
             hv.Curve((xs, ys), xlabel, ylabel, label=label).opts(
                 color=colour, **THEORY_STYLE, **FRAMEWISE
             )
         )
+    if extra is not None:
+        layers += list(extra) if isinstance(extra, hv.Overlay) else [extra]
     return hv.Overlay(layers).opts(
         logx=logx,
         logy=logy,
         title=title,
         xlabel=xlabel,  # explicit: an underlay's dims would otherwise name the axes
         ylabel=ylabel,
-        legend_position="top_right",
         responsive=True,
         min_height=300,
         show_grid=True,
+        **LEGEND_OUTSIDE,
     )
 
 
@@ -122,13 +150,15 @@ def error_curve(
 
     ``theory_slopes`` maps a label (e.g. ``"N^-2"``) to a slope; each is drawn as a dashed
     reference line through the first point of the ``anchor`` curve (default: the first curve),
-    so the eye compares slopes, not offsets.
+    so the eye compares slopes, not offsets. A single reference line takes its anchor curve's
+    colour (it is that curve's target).
     """
     x = to_host(x).astype(float)
-    labelled = {}
+    labelled, named = {}, {}
     for label, y in errors.items():
         text, _ = fitted_slope_label(x, y)
-        labelled[f"{label} ({text})"] = y
+        named[label] = f"{label} ({text})"
+        labelled[named[label]] = y
     theory = {}
     if theory_slopes and errors:
         ref = to_host(errors[anchor] if anchor else next(iter(errors.values()))).astype(float)
@@ -137,6 +167,8 @@ def error_curve(
             x0, y0 = x[ok[0]], ref[ok[0]]
             for label, slope in theory_slopes.items():
                 theory[label] = (x, y0 * (x / x0) ** slope)
+    anchored = named.get(anchor) if anchor else next(iter(named.values()), None)
+    pair = {label: anchored for label in theory} if len(theory) == 1 else None
     return curve_family(
         x,
         labelled,
@@ -147,6 +179,7 @@ def error_curve(
         logy=True,
         title=title,
         underlay=underlay,
+        pair=pair,
     )
 
 
@@ -213,7 +246,7 @@ def distribution(
             ).opts(color=PALETTE[(i + 2) % len(PALETTE)], line_width=2)
         )
     return hv.Overlay(layers).opts(
-        title=title, responsive=True, min_height=300, show_legend=True, legend_position="top_left"
+        title=title, responsive=True, min_height=300, show_legend=True, **LEGEND_OUTSIDE
     )
 
 
@@ -271,7 +304,7 @@ def regime_map(
             )
         )
     return hv.Overlay(layers).opts(
-        logy=logy, title=title, responsive=True, min_height=320, legend_position="top_right"
+        logy=logy, title=title, responsive=True, min_height=320, **LEGEND_OUTSIDE
     )
 
 
@@ -295,12 +328,37 @@ def shaded_regimes(
     return hv.Overlay(bands)
 
 
-def vlines(values: Mapping[str, float]) -> Any:
-    """Labelled vertical marker lines (thresholds, the current knob value)."""
+def vlines(values: Mapping[str, float], colours: Sequence[str] | None = None) -> Any:
+    """Labelled vertical marker lines (thresholds, the current knob value), each with a legend
+    entry (see :func:`marker_line`)."""
     hv = _hv()
+    colours = colours or PALETTE
     return hv.Overlay(
         [
-            hv.VLine(float(v), label=k).opts(color=PALETTE[i % len(PALETTE)], line_dash="dotted")
+            marker_line(float(v), k, color=colours[i % len(colours)], line_dash="dotted")
             for i, (k, v) in enumerate(values.items())
         ]
     )
+
+
+def compose(figure: Any, *others: Any) -> Any:
+    """``figure * other * …`` keeping ``figure``'s plot options (log axes, title, legend
+    position): ``*`` builds a new overlay (or DynamicMap) without them, so a marker composed onto
+    a log–log plot silently turned it linear and untitled."""
+    out = figure
+    for other in others:
+        out = out * other
+    kept = figure.opts.get("plot").kwargs
+    return out.opts(**kept) if kept else out
+
+
+def marker_line(value: float, label: str, *, vertical: bool = True, **style: Any) -> Any:
+    """A labelled line across the whole plot at ``value`` (x for a vertical line, else y).
+
+    Drawn as a Bokeh Span, which spans the plot whatever the axes do but has no legend entry;
+    an empty curve in the same style carries the label, so the legend says what the line is.
+    """
+    hv = _hv()
+    style = {"line_width": 2, **style}  # the same width on both, so the legend shows the line
+    line = (hv.VLine if vertical else hv.HLine)(float(value)).opts(**style)
+    return line * hv.Curve(([], []), label=label).opts(**style)

@@ -12,9 +12,16 @@ import holoviews as hv
 import numpy as np
 import xarray as xr
 
-from workbench.plots import FRAMEWISE, PALETTE, THEORY_STYLE, distribution
+from workbench.plots import (
+    FRAMEWISE,
+    LEGEND_OUTSIDE,
+    PALETTE,
+    THEORY_STYLE,
+    distribution,
+    marker_line,
+)
 
-_OPTS = {"responsive": True, "min_height": 300, "show_grid": True, "legend_position": "top_right"}
+_OPTS = {"responsive": True, "min_height": 300, "show_grid": True, **LEGEND_OUTSIDE}
 
 
 def _setting(a: dict) -> str:
@@ -41,7 +48,7 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
         chi_par = float(np.interp(qstar, np.sort(kern), flows.chi_par.values[1:][np.argsort(kern)]))
         approach = qstar + (kern[0] - qstar) * chi_par ** (layer - 1.0)
         layers += [
-            hv.HLine(qstar, label="fixed point K*").opts(color=PALETTE[2]),
+            *marker_line(qstar, "fixed point K*", vertical=False, color=PALETTE[2]),
             hv.Curve((layer, approach), "layer l", "K^(l)", label="linearised approach").opts(
                 color=PALETTE[1], **THEORY_STYLE
             ),
@@ -77,13 +84,9 @@ def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
             ).opts(color=PALETTE[1], **THEORY_STYLE)
         )
     if np.isfinite(a["c_star"]) and a["c_star"] < 1:
-        layers.append(
-            hv.HLine(1 - a["c_star"], label="1 − c*").opts(color=PALETTE[2])
-        )
+        layers += [*marker_line(1 - a["c_star"], "1 − c*", vertical=False, color=PALETTE[2])]
     xi = a["xi_c"]
-    title = (
-        f"Correlation of two inputs ({_setting(a)}): ξ_c = {xi:.3g} layers, χ₁ = {a['chi1']:.4g}"
-    )
+    title = f"Correlation ({_setting(a)}): ξ_c = {xi:.3g} layers, χ₁ = {a['chi1']:.4g}"
     if np.isfinite(a["c_star"]) and a["c_star"] < 1:
         # Values go in the title: a legend label is what keeps a glyph patched in place.
         title += f", c* = {a['c_star']:.4f}"
@@ -121,10 +124,9 @@ def phase_diagram(
                 [current], ["bias variance C_b", "weight variance C_W"], label="you are here"
             ).opts(color="red", size=14, marker="x", line_width=3)
         )
-    title = f"Phases of {phase.attrs['activation']}: ordered below the line, chaotic above; white: K diverges"
-    return hv.Overlay(layers).opts(
-        title=title, responsive=True, min_height=340, legend_position="bottom_right"
-    )
+    # The mesh fills the plot: the legend goes outside (LEGEND_OUTSIDE), next to the colour bar.
+    title = f"Phases of {phase.attrs['activation']} (blank: K diverges)"
+    return hv.Overlay(layers).opts(title=title, responsive=True, min_height=340, **LEGEND_OUTSIDE)
 
 
 def preactivation_histogram(mcds: xr.Dataset) -> hv.Overlay:
@@ -181,7 +183,7 @@ def kurtosis_vs_aspect(mcds: xr.Dataset) -> hv.Overlay:
         )
     title = f"Non-Gaussianity grows with L/n ({_setting(a)}, n = {a['width']})"
     return hv.Overlay(layers).opts(
-        title=title, legend_position="top_left", responsive=True, min_height=300, show_grid=True
+        title=title, responsive=True, min_height=300, show_grid=True, **LEGEND_OUTSIDE
     )
 
 
@@ -203,7 +205,7 @@ def gradients(flows: xr.Dataset) -> hv.Overlay:
                 color=PALETTE[i], line_width=2, **FRAMEWISE
             )
         )
-    layers.append(hv.HLine(1.0).opts(color="gray", line_dash="dotted"))
+    layers += [*marker_line(1.0, "1", vertical=False, color="gray", line_dash="dotted")]
     grad = flows.grad.values[-1]
     title = f"Gradients ({_setting(a)}): ∏χ_⊥ over {layer[-1] - 1} layers = {grad:.3g}"
     return hv.Overlay(layers).opts(title=title, logy=True, ylabel="value", **_OPTS)

@@ -34,11 +34,8 @@ def current_point(x: float, y: float) -> Any:
 
 def current_line(x: float) -> Any:
     """A dotted vertical line at the current h (exports)."""
-    import holoviews as hv
 
-    return hv.VLine(float(x), label="current h").opts(
-        color=plots.HERE_COLOUR, line_dash="dotted", line_width=2
-    )
+    return plots.marker_line(x, "current h", color=plots.HERE_COLOUR, line_dash="dotted")
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -182,7 +179,14 @@ def heldout_figure(sweep: xr.Dataset, t: Mapping[str, float]) -> Any:
     err = np.asarray(sweep["log_density_mean_stderr"])
     best = int(np.nanargmax(y))
     band = hv.Spread((h, y, err), "bandwidth h", ["mean log ρ̂", "stderr"], label="± 1 s.e.")
-    fig = plots.curve_family(
+    marks = plots.vlines(
+        {
+            f"h_KL (Gaussian) {t['h_kl_eff']:.3g}": t["h_kl_eff"],
+            f"h_G (Gaussian) {t['h_g_eff']:.3g}": t["h_g_eff"],
+            f"h_CLT (Gaussian) {t['h_clt_eff']:.3g}": t["h_clt_eff"],
+        }
+    )
+    return plots.curve_family(
         h,
         {"held-out mean log ρ̂": y},
         xlabel="bandwidth h",
@@ -193,13 +197,7 @@ def heldout_figure(sweep: xr.Dataset, t: Mapping[str, float]) -> Any:
             f"Held-out score: best h {h[best]:.3f}; Gaussian theory h_KL {t['h_kl_eff']:.3f} "
             f"(n = {int(sweep.attrs['n']):,}, d = {int(sweep.attrs['dim'])})"
         ),
-    )
-    return fig * plots.vlines(
-        {
-            f"h_KL (Gaussian) {t['h_kl_eff']:.3g}": t["h_kl_eff"],
-            f"h_G (Gaussian) {t['h_g_eff']:.3g}": t["h_g_eff"],
-            f"h_CLT (Gaussian) {t['h_clt_eff']:.3g}": t["h_clt_eff"],
-        }
+        extra=marks,
     )
 
 

@@ -34,7 +34,7 @@ def spectrum_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centere
             f"stable {float(stats.stable_rank):.1f}"
         )
         curves[label] = s / np.nanmax(s)
-    return plots.curve_family(
+    fig = plots.curve_family(
         sel.index.values,
         curves,
         xlabel="index i",
@@ -44,29 +44,33 @@ def spectrum_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centere
         title=f"Singular values, layer {layer}, {'centred' if centered else 'uncentred'}, "
         f"{'both heads' if head == 'joint' else 'head ' + head}",
     )
+    # The labels carry three numbers each: beside the plot they would take half its width.
+    # Sorted singular values start at 1 on the left and fall to the right, so the lower left
+    # corner stays empty (tests/test_plots_legends.py checks it at the defaults).
+    return fig.opts(legend_position="bottom_left")
 
 
 def energy_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centered: bool = False):
-    """Cumulative energy Σ_{j≤i} σ_j²/Σσ² with the 90 % line and each tensor's rank@90 %."""
-    hv = _hv()
+    """Cumulative energy Σ_{j≤i} σ_j²/Σσ² with the 90 % line and each tensor's rank@90 % (a
+    dotted line in its curve's colour)."""
     sel = sp.sel(layer=layer, head=head, centered=int(centered))
     curves = {name: sel.energy.sel(tensor=t).values for t, name in TENSORS.items()}
-    fig = plots.curve_family(
-        sel.index.values,
-        curves,
-        xlabel="rank r",
-        ylabel="energy fraction",
-        markers=False,
-        title="Cumulative energy; dotted: rank at 90 %",
-    )
     marks = plots.vlines(
         {
             f"r90 {name} = {int(sel.rank90.sel(tensor=t))}": float(sel.rank90.sel(tensor=t))
             for t, name in TENSORS.items()
         }
     )
-    line = hv.HLine(0.9).opts(color="grey", line_dash="dashed")
-    return fig * marks * line
+    ninety = plots.marker_line(0.9, "90 %", vertical=False, color="grey", line_dash="dotted")
+    return plots.curve_family(
+        sel.index.values,
+        curves,
+        xlabel="rank r",
+        ylabel="energy fraction",
+        markers=False,
+        title="Cumulative energy; dotted: rank at 90 %",
+        extra=marks * ninety,
+    )
 
 
 def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] | None = None):
@@ -82,7 +86,15 @@ def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] |
         "K optimum sqrt(1 − energy)": (r, ds.key_optimal_error.values),
         "V optimum sqrt(1 − energy)": (r, ds.value_optimal_error.values),
     }
-    fig = plots.curve_family(
+    k_curve, v_curve = curves
+    title = f"Error vs rank ({ds.attrs.get('method', '')})"
+    marks = None
+    if current is not None:
+        # Fixed legend labels, the ranks in the title: a rank move then patches the two lines
+        # in place instead of rebuilding the figure. Each line in its tensor's colour.
+        marks = plots.vlines({"your r_K": current[0], "your r_V": current[1]})
+        title += f": r_K = {current[0]}, r_V = {current[1]}"
+    return plots.curve_family(
         r,
         curves,
         xlabel="rank r",
@@ -90,17 +102,10 @@ def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] |
         theory=theory,
         logy=True,
         markers=False,
-        title=f"Reconstruction error vs rank ({ds.attrs.get('method', '')})",
+        title=title,
+        pair=dict(zip(theory, (k_curve, v_curve), strict=True)),
+        extra=marks,
     )
-    if current is not None:
-        # Fixed legend labels, the ranks in the title: a rank move then patches the two lines
-        # in place instead of rebuilding the figure.
-        fig = fig * plots.vlines({"your r_K": current[0], "your r_V": current[1]})
-        fig = fig.opts(
-            title=f"Reconstruction error vs rank ({ds.attrs.get('method', '')}): "
-            f"r_K = {current[0]}, r_V = {current[1]}"
-        )
-    return fig
 
 
 def bits_error_figure(ds: xr.Dataset):
@@ -149,12 +154,13 @@ def pareto_figure(
         "error",
         label="Pareto front",
     ).opts(color="#777777", line_width=2)  # mid grey: visible on both themes
-    layers = [hv.Overlay(points), line]
+    layers = [*points, line]
     for k, (label, (rho, b)) in enumerate(CSKV_POINTS.items()):
-        layers.append(
-            hv.VLine(rho * min(b, 16) / 16).opts(color=plots.PALETTE[k + 1], line_dash="dotted")
-        )
-        layers.append(hv.Text(rho * min(b, 16) / 16, float(err.max()), label, fontsize=8))
+        colour = plots.PALETTE[k + 1]
+        label = label.split(" (")[0]  # "CSKV 80 %": the explanation gives rank and bits
+        layers += [
+            *plots.marker_line(rho * min(b, 16) / 16, label, color=colour, line_dash="dotted")
+        ]
     if current is not None:
         layers.append(
             hv.Points([current], ["memory ratio", "error"], label="you are here").opts(
@@ -164,27 +170,28 @@ def pareto_figure(
     return hv.Overlay(layers).opts(
         logx=True,
         logy=True,
-        title=f"{err.attrs.get('long_name', metric)} vs memory "
-        f"(with metadata); front of {front.sizes['point']} points",
-        legend_position="top_right",
+        title=f"Error vs memory (with metadata): front of {front.sizes['point']} points",
+        ylabel=err.attrs.get("long_name", metric),
         responsive=True,
         min_height=320,
         show_grid=True,
+        **plots.LEGEND_OUTSIDE,
     )
 
 
 def sqnr_figure(ds: xr.Dataset):
     """Measured SQNR vs bits (both conventions, stochastic rounding) over the theory lines."""
     b = ds.bits.values
+    # Short labels keep the legend beside the plot narrow; the explanation spells them out.
     curves = {
-        "min–max (2^b levels incl. ends)": ds.sqnr_minmax.values,
-        "cells (2^b cells, mid-points)": ds.sqnr_cells.values,
+        "min–max (2ᵇ levels)": ds.sqnr_minmax.values,
+        "cells (2ᵇ cells)": ds.sqnr_cells.values,
         "stochastic rounding": ds.sqnr_stochastic.values,
     }
     theory = {
-        "20 log10(2^b − 1)": (b, ds.theory_minmax.values),
+        "20 log₁₀(2ᵇ − 1)": (b, ds.theory_minmax.values),
         "6.02 b": (b, ds.theory_cells.values),
-        "20 log10(2^b − 1) − 3.01": (b, ds.theory_stochastic.values),
+        "20 log₁₀(2ᵇ − 1) − 3.01": (b, ds.theory_stochastic.values),
     }
     slope = np.polyfit(b[b >= 3], ds.sqnr_minmax.values[b >= 3], 1)[0]
     return plots.curve_family(
@@ -193,6 +200,7 @@ def sqnr_figure(ds: xr.Dataset):
         xlabel="bits b",
         ylabel="SQNR (dB)",
         theory=theory,
+        pair=dict(zip(theory, curves, strict=True)),  # each convention's own theory line
         title=f"SQNR on Uniform(−1, 1): fitted slope {slope:.2f} dB/bit (theory 6.02)",
     )
 

@@ -15,16 +15,33 @@ import xarray as xr
 
 from workbench.labs.quadrature.policy import IterationRecord
 from workbench.labs.quadrature.rules import rule_name
-from workbench.plots import FRAMEWISE, HERE_COLOUR, PALETTE, THEORY_STYLE, curve_family
+from workbench.plots import (
+    FRAMEWISE,
+    HERE_COLOUR,
+    LEGEND_OUTSIDE,
+    PALETTE,
+    THEORY_STYLE,
+    curve_family,
+    marker_line,
+)
 
 #: Plots that share an x axis of N − 1 (what the error-vs-N fits are made against).
 N_AXIS = "N − 1 (sub-intervals per interval)"
 ERROR_AXIS = "‖ωᵢ − ω*‖₂"
 
 
+#: The "you are here" line of the N plots (the page moves it in place).
+HERE_STYLE = {"color": HERE_COLOUR, "line_dash": "dotted", "line_width": 2}
+
+
 def _outside_legend(overlay: hv.Overlay, **opts) -> hv.Overlay:
     """Legends to the right of the axes, so they never cover data."""
-    return overlay.opts(legend_position="right", **opts)
+    return overlay.opts(**LEGEND_OUTSIDE, **opts)
+
+
+def _here_entry(here: bool) -> hv.Curve | None:
+    """The legend entry of the "you are here" line composed on later (a Span has none)."""
+    return hv.Curve(([], []), label="your N").opts(**HERE_STYLE) if here else None
 
 
 def policy_iteration(
@@ -58,11 +75,8 @@ def policy_iteration(
             ).opts(color=PALETTE[len(curves) % len(PALETTE)], **THEORY_STYLE)
         )
     if floor is not None and np.isfinite(floor) and floor > 0:
-        layers.append(
-            hv.HLine(float(floor), label=f"converged error {floor:.2e}").opts(
-                color="grey", line_dash="dotted"
-            )
-        )
+        label = f"converged error {floor:.2e}"
+        layers += [*marker_line(floor, label, vertical=False, color="grey", line_dash="dotted")]
     last = max_iter or max((len(its) for its, _ in curves.values()), default=1)
     return _outside_legend(
         hv.Overlay(layers),
@@ -96,16 +110,19 @@ def records_curve(records: Sequence[IterationRecord]) -> tuple[np.ndarray, np.nd
     )
 
 
-def error_vs_n(sweep: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
+def error_vs_n(sweep: xr.Dataset, *, title: str | None = None, here: bool = False) -> hv.Overlay:
     """Converged ‖ω̂ − ω*‖₂ against N − 1 (log–log) per rule, the slope fitted by the library
     (over its fit range) in each legend label, and dashed theory lines N^-b for each rule's
-    order b, anchored at the first fitted point of the first rule with that order."""
+    order b, anchored at the first fitted point of the first rule with that order (and in its
+    colour). ``here``: a legend entry for the :func:`you_are_here` line composed on later."""
     x = sweep["n"].values - 1
-    curves, theory = {}, {}
+    curves, theory, pair = {}, {}, {}
     fit = (sweep["n"] >= sweep.attrs["fit_min_n"]).values
     for label in sweep["rule"].values:
         row = sweep.sel(rule=label)
-        name = f"{rule_name(str(label))} (slope {float(row['slope']):+.2f})"
+        # "BQ ν = 3/2": the explanation says BQ uses a Matérn kernel; a short legend leaves room.
+        rule = rule_name(str(label)).replace("BQ Matérn ", "BQ ")
+        name = f"{rule} (slope {float(row['slope']):+.2f})"
         curves[name] = row["weight_error"].values
         order = float(row["theory_order"])
         key = f"(N−1)^-{order:g}" if order != 2 else "(N−1)⁻²"
@@ -113,6 +130,7 @@ def error_vs_n(sweep: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
             errors = row["weight_error"].values
             first = int(np.flatnonzero(fit & np.isfinite(errors) & (errors > 0))[0])
             theory[key] = (x, errors[first] * (x / x[first]) ** -order)
+            pair[key] = name
     if title is None:
         title = (
             f"Error vs N ({sweep.attrs['system']}; slopes fitted for N = "
@@ -127,16 +145,21 @@ def error_vs_n(sweep: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
         logx=True,
         logy=True,
         title=title,
+        pair=pair,
+        extra=_here_entry(here),
     )
     return _outside_legend(overlay)
 
 
 def you_are_here(n: int) -> hv.VLine:
-    """The "you are here" marker of the N plots, at x = N − 1 (their axis), not at N."""
-    return hv.VLine(float(n) - 1.0).opts(color=HERE_COLOUR, line_dash="dotted", line_width=2)
+    """The "you are here" marker of the N plots, at x = N − 1 (their axis), not at N. Compose it
+    with :func:`workbench.plots.compose` onto a figure built with ``here=True``."""
+    return hv.VLine(float(n) - 1.0).opts(**HERE_STYLE)
 
 
-def worst_case_error(table: xr.Dataset, *, title: str | None = None) -> hv.Overlay:
+def worst_case_error(
+    table: xr.Dataset, *, title: str | None = None, here: bool = False
+) -> hv.Overlay:
     """The worst-case error e(w) against N − 1 (log–log).
 
     ``table`` is the N-sweep (:func:`~workbench.labs.quadrature.error_vs_n`: its BQ rows and the
@@ -169,6 +192,7 @@ def worst_case_error(table: xr.Dataset, *, title: str | None = None) -> hv.Overl
         logx=True,
         logy=True,
         title=title or default,
+        extra=_here_entry(here),
     )
     return _outside_legend(overlay)
 
