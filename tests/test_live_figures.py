@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
+import pytest
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource, GlyphRenderer, Legend
 
@@ -107,3 +108,28 @@ def test_a_hooked_marker_stays_one_glyph_through_in_place_updates():
         for m in doc.models
         if isinstance(m, ColumnDataSource) and len(m.data.get("x", [])) == 1
     }
+
+
+@pytest.mark.parametrize(
+    "lab, knob, value",
+    [
+        ("kde", "bandwidth", 1.1),
+        ("kvcache", "rank_k", 17),
+        ("kvcache", "bits", 3),
+        ("criticality", "depth", 40),
+        ("criticality", "rho0", 0.6),
+    ],
+)
+def test_a_cheap_knob_move_patches_every_panel_in_place(lab, knob, value):
+    """No panel is rebuilt by its lab's cheap knob: a value in a legend label would do that.
+
+    (Left out on purpose: the KV spectrum view, whose legend carries each tensor's r90,
+    effective and stable rank; a head change rebuilds those two panels.)"""
+    from tests.test_model_graph import dashboard_class
+
+    dash = dashboard_class(lab)()
+    before = {name: pane.object for name, pane in dash.live.panes.items()}
+    assert dash.request({knob: value})
+    assert getattr(dash.study, knob) == value
+    rebuilt = [name for name, pane in dash.live.panes.items() if pane.object is not before[name]]
+    assert rebuilt == []

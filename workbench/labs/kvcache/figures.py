@@ -78,16 +78,17 @@ def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] |
     Eckart–Young optimum sqrt(1 − energy_r) dashed and the current ranks as dotted lines."""
     r = ds["rank"].values
     b = int(bits) if int(bits) in ds.bits.values else int(ds.bits.values[-1])
+    # The bit-width goes in the title, not the labels: a bits move then patches in place.
     curves = {
-        f"K, {b} bits": ds.key_rel_error.sel(bits=b).values,
-        f"V, {b} bits": ds.value_rel_error.sel(bits=b).values,
+        "K, rank r + bits": ds.key_rel_error.sel(bits=b).values,
+        "V, rank r + bits": ds.value_rel_error.sel(bits=b).values,
     }
     theory = {
         "K optimum sqrt(1 − energy)": (r, ds.key_optimal_error.values),
         "V optimum sqrt(1 − energy)": (r, ds.value_optimal_error.values),
     }
     k_curve, v_curve = curves
-    title = f"Error vs rank ({ds.attrs.get('method', '')})"
+    title = f"Error vs rank at {b} bits ({ds.attrs.get('method', '')})"
     marks = None
     if current is not None:
         # Fixed legend labels, the ranks in the title: a rank move then patches the two lines
