@@ -23,6 +23,7 @@ from apps.live import LiveFigures
 from apps.uploads import UploadBox
 from workbench.labs import kvcache as kv
 from workbench.labs.kvcache import figures, userdata
+from workbench.plots import HERE_COLOUR
 
 #: Ranks of the Pareto grid (r_K = r_V = r); with the 9 bit-widths: 90 points × 4 layers.
 PARETO_RANKS = (1, 2, 4, 8, 13, 16, 24, 32, 48, 64)
@@ -87,6 +88,14 @@ class KVCacheDashboard(LabDashboard):
     }
 
     def __init__(self, query=None):
+        self.here = shell.LiveMarker(
+            "point",
+            marker="x",
+            size=12,
+            line_width=3,
+            color=HERE_COLOUR,
+            legend_label="you are here",
+        )
         self._good_user = None  # the arrays of the last good view (restored after a failure)
         super().__init__(query)
         self.upload = UploadBox(
@@ -125,6 +134,7 @@ class KVCacheDashboard(LabDashboard):
         for name in ("text", "layer"):  # uploads: no text; a cache file is one layer
             self.widgets[name].disabled = name in self.study.unused_knobs
         self.front = kv.pareto_points(result["grid"])
+        self._move_here()
         if hasattr(self, "live"):
             self._draw(PANES)
 
@@ -135,12 +145,22 @@ class KVCacheDashboard(LabDashboard):
             self.result["point"] = self._point(self.study)
         if changed & {"rank_k", "rank_v", "bits"}:
             self.result["here"] = self.study.evaluate()
-            self._draw({"rank", "bits", "pareto"})
+            self._move_here()
+            self._draw({"rank", "bits"})
         if changed & {"spectrum_head", "centered"}:
             self._draw({"spectrum", "energy"})
 
     def _figure(self, name):
+        if name == "pareto":
+            # Drawn without "you are here": that point is a marker moved in place, so a rank
+            # or bit move does not redraw this figure's ~15 layers.
+            fig = figures.pareto_figure(self.result["grid"], self.front)
+            return fig.opts(hooks=[self.here.hook])
         return self._figures([name])[name]
+
+    def _move_here(self):
+        p = self.result["here"].isel(bits=0, rank_k=0, rank_v=0)
+        self.here.move(float(p.memory_ratio), float(p.output_rel_error))
 
     def _figures(self, names=None):
         r, s = self.result, self.study

@@ -28,12 +28,17 @@ def test_widgets_come_from_the_study(dash):
 
 
 def test_rank_and_bits_update_numbers_and_figures_in_place(dash):
-    pane, dmap = dash.panes["pareto"], dash.panes["pareto"].object
-    before_numbers, before_fig = dash.numbers.object, dash.live.shown("pareto")
+    pane, dmap = dash.panes["rank"], dash.panes["rank"].object
+    before_numbers, before_fig = dash.numbers.object, dash.live.shown("rank")
+    before_pareto = dash.live.shown("pareto")
     assert dash.request({"rank_k": 12})
     # Same pane and DynamicMap (patched in place, not rebuilt), a new frame.
-    assert dash.panes["pareto"] is pane and pane.object is dmap
-    assert dash.live.shown("pareto") is not before_fig
+    assert dash.panes["rank"] is pane and pane.object is dmap
+    assert dash.live.shown("rank") is not before_fig
+    # The Pareto cloud stays; only its "you are here" marker moves, to the Study's point.
+    here = kv.KVCacheStudy(rank_k=12).evaluate().isel(bits=0, rank_k=0, rank_v=0)
+    assert dash.live.shown("pareto") is before_pareto
+    assert (dash.here.x, dash.here.y) == (float(here.memory_ratio), float(here.output_rel_error))
     assert dash.numbers.object != before_numbers
     here = kv.KVCacheStudy(rank_k=12).evaluate()
     want = float(here.output_rel_error.item())
@@ -100,3 +105,31 @@ def test_browser_rank_slider_redraws_and_updates_the_link(page, server_url):
     )
     assert "Traceback" not in page.content()
     assert not serious(page.console_errors), page.console_errors
+
+
+def test_the_pareto_marker_is_one_glyph_in_the_legend_and_moves_in_place(dash):
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource, Legend
+
+    doc = Document()
+    doc.add_root(dash.plots_area.get_root(doc))
+
+    def marker_sources():
+        return [
+            m
+            for m in doc.models
+            if isinstance(m, ColumnDataSource)
+            and set(m.data) == {"x", "y"}
+            and len(m.data["x"]) == 1
+        ]
+
+    labels = [i.label.value for m in doc.models if isinstance(m, Legend) for i in m.items]
+    assert labels.count("you are here") == 1
+    for rank in (20, 28):
+        assert dash.request({"rank_k": rank})
+    assert dash.request({"bits": 3})
+    sources = marker_sources()
+    assert len(sources) == 1
+    here = kv.KVCacheStudy(rank_k=28, bits=3).evaluate().isel(bits=0, rank_k=0, rank_v=0)
+    assert sources[0].data["x"] == [float(here.memory_ratio)]
+    assert sources[0].data["y"] == [float(here.output_rel_error)]
