@@ -18,6 +18,10 @@ from workbench.study import Study, StudyInputError, knob_label
 
 #: Longest URL value read for a knob (longer values are refused with a message, unread).
 MAX_LINK_VALUE = 200
+#: A change expected to take longer than this (seconds) gets a note before the work starts.
+#: Not 2 s: the labs' ordinary recomputes take 2–3 s here (quadrature 2.2 s, a new fractional
+#: α 2.8 s), and a note on every one of those would be noise next to the loading spinner.
+SLOW_NOTE_SECONDS = 3.0
 #: Longest URL value decoded for any knob, whatever its own limit (bounds the work per request).
 MAX_LINK_TEXT = 4096
 
@@ -184,6 +188,19 @@ def link_text(value: Any) -> str:
     if isinstance(value, tuple | list):
         return ",".join(link_text(v) for v in value)
     return str(value)
+
+
+def slow_notes(study: Study) -> list[str]:
+    """A note for the page when the Study expects its work at these knobs to take more than
+    :data:`SLOW_NOTE_SECONDS` (:meth:`Study.estimated_seconds`), else nothing."""
+    seconds = study.estimated_seconds()
+    if seconds is None or seconds <= SLOW_NOTE_SECONDS:
+        return []
+    about = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return [
+        f"This setting takes about {about} to compute on this server (an estimate from its "
+        "sizes); the page stays usable and the plots update when it is done."
+    ]
 
 
 def in_session() -> bool:

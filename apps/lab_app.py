@@ -104,6 +104,7 @@ from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them fr
     parse_value,
     quote_link,
     session_query,
+    slow_notes,
     widget_for,
     widget_range,
 )
@@ -293,6 +294,7 @@ class LabDashboard:
         self._cancel.set()  # a stale computation stops at its next checkpoint
         self._cancel = cancel = threading.Event()
         snapshot = self._snapshot()
+        self.status.note(slow_notes(snapshot))  # said before slow work starts (Study estimate)
         if self._doc is None:
             with self.status.guard("computing", clear=False):
                 self.render(self.compute(snapshot))

@@ -155,6 +155,17 @@ class Study(param.Parameterized):
         """Compute the lab's measurements at the current parameter values."""
         raise NotImplementedError
 
+    def estimated_seconds(self) -> float | None:
+        """Wall time the page's heavy computation at these knobs is expected to take, or None
+        when the lab gives no estimate (the default).
+
+        Cheap on purpose: a formula in the sizes, calibrated by a few measurements on the
+        machine that serves the pages (each lab's docstring says which and when); a page shows
+        a note before work that is expected to take more than a couple of seconds. An
+        estimate, not a promise: caches, machine load and the backend all move it.
+        """
+        return None
+
     def validate(self) -> None:
         """Raise :class:`StudyInputError` if the current knobs cannot run (e.g. a size cap).
 

@@ -131,6 +131,17 @@ class CriticalityStudy(Study):
                 f"{WORK_CAP:.2g} cap: lower networks, width n or Monte-Carlo depth L_mc"
             )
 
+    def estimated_seconds(self) -> float:
+        """t ≈ 0.12 s + 0.5 ms × depth L + 19 ns × networks × width n² × L_mc (the Monte-Carlo's
+        weight draws and products dominate; the phase diagram is cached per activation).
+
+        Calibrated on the serving machine (2 cores, load ~1.5, NumPy, 2026-11-28): the page's
+        compute took 0.40 s at the defaults (1.6e7 weights), 3.5 s at 20,000 networks (1.6e8),
+        47 s and 97 s at 2.6e9 and 5.2e9 weights (over today's cap), 1.1 s at depth 2000.
+        """
+        work = self.networks * self.width**2 * self.mc_depth
+        return 0.12 + 5e-4 * self.depth + 1.9e-8 * work
+
     # --- compute -----------------------------------------------------------------------------
     def flows(self) -> xr.Dataset:
         """Infinite-width flows on ``layer`` = 0..L (cheap)."""
