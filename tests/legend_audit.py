@@ -13,14 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-#: One plot's width at a 1400 px page: (1400 − 340 sidebar − 2 × 30 padding) / 2.
-PLOT_WIDTH = 500
+#: One plot's canvas width at a 1400 px page, measured in Chromium (two plots a row beside the
+#: 340 px sidebar, each with its toolbar outside the canvas): 486 px, the frame 70 px in.
+PLOT_WIDTH = 486
+#: Chromium draws Bokeh's text wider than Liberation Sans at the nominal size: a 13 px title
+#: measured 416 px on screen where the font file gives 359 px (criticality page, 1400 px).
+TEXT_SCALE = 416 / 359
 #: Plot height when the figure sets none (the labs' min_height).
 PLOT_HEIGHT = 320
 #: Pixels the axes, ticks and title take from the plot: (horizontal, vertical).
 AXES_PX = (70, 75)
-#: A title starts over the frame's left edge and may run on over a legend beside the plot.
-TITLE_ROOM = PLOT_WIDTH - 65
+#: A title starts over the frame's left edge and is cut at the canvas's right edge.
+TITLE_ROOM = PLOT_WIDTH - AXES_PX[0] - 2
+#: A colour bar beside the plot: the bar, its tick labels and padding.
+COLOUR_BAR_PX = 70
 FONTS = ("/usr/share/fonts/truetype/liberation/LiberationSans-{}.ttf",)
 #: Glyph types drawn as lines (each must have a legend entry).
 LINES = ("Line", "MultiLine", "Step", "Segment")
@@ -46,8 +52,8 @@ def text_width(text: str, size: str = "13px", bold: bool = False) -> float:
     px = _px(size)
     font = _font(round(px), bold)
     if font is None:
-        return 0.6 * px * len(text)
-    return float(font.getlength(text))
+        return 0.6 * px * len(text) * TEXT_SCALE
+    return float(font.getlength(text)) * TEXT_SCALE
 
 
 def _frame(fig) -> tuple[float, float]:
@@ -56,6 +62,10 @@ def _frame(fig) -> tuple[float, float]:
     height = height or fig.min_height or PLOT_HEIGHT
     outside = [lg for lg in fig.legend if lg in fig.right or lg in fig.left]
     legend_px = sum(legend_size(lg)[0] + 2 * lg.margin for lg in outside)
+    bars = [m for m in [*fig.right, *fig.left] if type(m).__name__ == "ColorBar"]
+    legend_px += COLOUR_BAR_PX * len(bars)
+    below = [lg for lg in fig.legend if lg in fig.below or lg in fig.above]
+    height -= sum(legend_size(lg)[1] + 2 * lg.margin for lg in below)
     return width - AXES_PX[0] - legend_px, height - AXES_PX[1]
 
 
@@ -72,9 +82,18 @@ def legend_size(legend) -> tuple[float, float]:
         return 0.0, 0.0
     size = legend.label_text_font_size
     row = max(legend.glyph_height, _px(size) * 1.25)
-    width = 2 * legend.padding + legend.glyph_width + legend.label_standoff
-    width += max(text_width(t, size) for t in labels)
-    height = 2 * legend.padding + len(labels) * row + (len(labels) - 1) * legend.spacing
+    cols = legend.ncols if isinstance(legend.ncols, int) else 1
+    if legend.orientation == "horizontal" and not isinstance(legend.ncols, int):
+        cols = len(labels)
+    rows = -(-len(labels) // cols)
+    item = legend.glyph_width + legend.label_standoff
+    # Items fill the rows first; each column is as wide as its widest label.
+    columns = [labels[c::cols] for c in range(cols)]
+    width = 2 * legend.padding + sum(
+        item + max(text_width(t, size) for t in col) for col in columns
+    )
+    width += (cols - 1) * legend.spacing
+    height = 2 * legend.padding + rows * row + (rows - 1) * legend.spacing
     return width, height
 
 
@@ -208,6 +227,11 @@ def legend_problems(fig) -> list[str]:
                     f"legend at {lg.location} covers {int(inside.sum())} points of "
                     f"{type(r.glyph).__name__} {_colour(r)}"
                 )
+    for lg in legends:
+        if lg in fig.below or lg in fig.above:
+            w = legend_size(lg)[0]
+            if w > PLOT_WIDTH - 10:
+                problems.append(f"legend under the plot is {w:.0f} px, wider than the plot")
     title = fig.title.text if fig.title is not None else ""
     width = text_width(title, fig.title.text_font_size, bold=True) if title else 0
     if width > TITLE_ROOM:

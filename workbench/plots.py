@@ -38,6 +38,13 @@ LEGEND_OUTSIDE = {
         "margin": 4,
     },
 }
+#: Maps (a mesh fills the plot, a colour bar sits beside it): the legend goes under the plot, in
+#: three columns, so the mesh keeps its width.
+LEGEND_BELOW = {
+    "legend_position": "bottom",
+    "legend_cols": 3,
+    "legend_opts": LEGEND_OUTSIDE["legend_opts"],
+}
 #: Per-element: axes follow each new frame when a builder feeds a DynamicMap (HoloViews only
 #: rescales overlays whose elements are framewise, not the overlay itself).
 FRAMEWISE = {"framewise": True}
@@ -304,7 +311,7 @@ def regime_map(
             )
         )
     return hv.Overlay(layers).opts(
-        logy=logy, title=title, responsive=True, min_height=320, **LEGEND_OUTSIDE
+        logy=logy, title=title, responsive=True, min_height=320, **LEGEND_BELOW
     )
 
 
@@ -361,4 +368,6 @@ def marker_line(value: float, label: str, *, vertical: bool = True, **style: Any
     hv = _hv()
     style = {"line_width": 2, **style}  # the same width on both, so the legend shows the line
     line = (hv.VLine if vertical else hv.HLine)(float(value)).opts(**style)
-    return line * hv.Curve(([], []), label=label).opts(**style)
+    # NaN points, not none: Bokeh draws no legend glyph for a line with no data at all (two,
+    # so the proxy never looks like a one-point "you are here" marker source).
+    return line * hv.Curve(([np.nan] * 2, [np.nan] * 2), label=label).opts(**style)

@@ -14,6 +14,7 @@ import xarray as xr
 
 from workbench.plots import (
     FRAMEWISE,
+    LEGEND_BELOW,
     LEGEND_OUTSIDE,
     PALETTE,
     THEORY_STYLE,
@@ -25,7 +26,7 @@ _OPTS = {"responsive": True, "min_height": 300, "show_grid": True, **LEGEND_OUTS
 
 
 def _setting(a: dict) -> str:
-    return f"{a['activation']}, C_W = {a['cw']:g}, C_b = {a['cb']:g}"
+    return f"{a['activation']}, C_W={a['cw']:g}, C_b={a['cb']:g}"  # short: titles fit at 1400 px
 
 
 def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
@@ -60,7 +61,7 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
                 (layer, 1 / (2 * layer)), "layer l", "K^(l)", label="1/(2l) (K* = 0 class)"
             ).opts(color=PALETTE[1], **THEORY_STYLE)
         )
-        title += f"K·l = {kern[-1] * layer[-1]:.4f} at l = {layer[-1]} (→ ½)"
+        title += f"K·l = {kern[-1] * layer[-1]:.4f} at l = {layer[-1]}"  # → ½: the 1/(2l) law
     else:
         title += "no finite fixed point" if not np.isfinite(qstar) else "K → 0"
     return hv.Overlay(layers).opts(title=title, logx=True, logy=True, ylabel="K^(l)", **_OPTS)
@@ -104,14 +105,14 @@ def phase_diagram(
         "log10 ξ",
     ).opts(cmap="viridis", colorbar=True, tools=["hover", "tap"], clim=(-0.5, 3.0))
     layers = [mesh]
-    layers.append(
-        hv.Curve(
-            (phase.line_cb.values, phase.line_cw.values),
-            "bias variance C_b",
-            "weight variance C_W",
-            label="critical line χ₁ = 1",
-        ).opts(color="white", line_width=3)
-    )
+    line = (phase.line_cb.values, phase.line_cw.values)
+    dims = ["bias variance C_b", "weight variance C_W"]
+    label = "critical line χ₁ = 1"
+    # White on the mesh, over a dark edge: the legend (on white) shows the line too.
+    layers += [
+        hv.Curve(line, *dims, label=label).opts(color="#333333", line_width=5),
+        hv.Curve(line, *dims, label=label).opts(color="white", line_width=3),
+    ]
     if critical is not None and np.all(np.isfinite(critical)):
         layers.append(
             hv.Points(
@@ -124,9 +125,9 @@ def phase_diagram(
                 [current], ["bias variance C_b", "weight variance C_W"], label="you are here"
             ).opts(color="red", size=14, marker="x", line_width=3)
         )
-    # The mesh fills the plot: the legend goes outside (LEGEND_OUTSIDE), next to the colour bar.
+    # The mesh fills the plot and the colour bar sits beside it: the legend goes underneath.
     title = f"Phases of {phase.attrs['activation']} (blank: K diverges)"
-    return hv.Overlay(layers).opts(title=title, responsive=True, min_height=340, **LEGEND_OUTSIDE)
+    return hv.Overlay(layers).opts(title=title, responsive=True, min_height=340, **LEGEND_BELOW)
 
 
 def preactivation_histogram(mcds: xr.Dataset) -> hv.Overlay:
@@ -140,8 +141,8 @@ def preactivation_histogram(mcds: xr.Dataset) -> hv.Overlay:
     )
     kappa = float(mcds.kurtosis_mc.values[-1])
     title = (
-        f"z at layer {a['mc_depth']} of {a['networks']} networks, n = {a['width']}: "
-        f"κ = {kappa:.3f} ± {float(mcds.kurtosis_err.values[-1]):.3f}, K^(L) = {k:.3g}"
+        f"z at layer {a['mc_depth']}, {a['networks']} networks, n = {a['width']}: "
+        f"κ = {kappa:.3f} ± {float(mcds.kurtosis_err.values[-1]):.3f}"
     )
     return distribution(
         z,
@@ -181,7 +182,7 @@ def kurtosis_vs_aspect(mcds: xr.Dataset) -> hv.Overlay:
                 label="exact 3[(1 + a/n)^(L−1) − 1]",
             ).opts(color=PALETTE[2], line_width=2)
         )
-    title = f"Non-Gaussianity grows with L/n ({_setting(a)}, n = {a['width']})"
+    title = f"Kurtosis vs L/n ({_setting(a)}, n = {a['width']})"
     return hv.Overlay(layers).opts(
         title=title, responsive=True, min_height=300, show_grid=True, **LEGEND_OUTSIDE
     )
@@ -207,5 +208,5 @@ def gradients(flows: xr.Dataset) -> hv.Overlay:
         )
     layers += [*marker_line(1.0, "1", vertical=False, color="gray", line_dash="dotted")]
     grad = flows.grad.values[-1]
-    title = f"Gradients ({_setting(a)}): ∏χ_⊥ over {layer[-1] - 1} layers = {grad:.3g}"
+    title = f"Gradients ({_setting(a)}): ∏χ_⊥ = {grad:.3g} at l = {layer[-1]}"
     return hv.Overlay(layers).opts(title=title, logy=True, ylabel="value", **_OPTS)

@@ -56,7 +56,7 @@ def symbol_with_eigenvalues(spec: xr.Dataset) -> hv.Overlay:
         )
     title = (
         f"p = {a['degree']}, α = {a['alpha']:g}, N = {a['intervals']}: "
-        f"max |λ − f| = {a['max_deviation_inliers']:.3g} (outliers excluded)"
+        f"max |λ − f| = {a['max_deviation_inliers']:.3g} (inliers)"
     )
     return hv.Overlay(layers).opts(
         title=title,

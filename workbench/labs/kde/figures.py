@@ -139,8 +139,7 @@ def heavy_tail_figure(stats: xr.Dataset, t: Mapping[str, float]) -> Any:
         logx=True,
         underlay=regime_bands(h[0] * 0.9, h[-1] * 1.1, t),
         title=(
-            f"Heavy tails: Z = ρ̂(x)/E[ρ̂(x)|x] over {int(stats.attrs['n_datasets'])} datasets "
-            "(E[Z] = 1)"
+            f"Heavy tails: Z = ρ̂(x)/E[ρ̂(x)|x], {int(stats.attrs['n_datasets'])} datasets (E[Z] = 1)"
         ),
     )
 

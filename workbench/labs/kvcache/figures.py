@@ -30,7 +30,7 @@ def spectrum_figure(sp: xr.Dataset, layer: int = 1, head: str = "joint", centere
         s = sel.singular_value.sel(tensor=t).values
         stats = sel.sel(tensor=t)
         label = (
-            f"{name}: r90 {int(stats.rank90)}, eff {float(stats.effective_rank):.1f}, "
+            f"{name}: r90 {int(stats.rank90)}, eff {float(stats.effective_rank):.0f}, "
             f"stable {float(stats.stable_rank):.1f}"
         )
         curves[label] = s / np.nanmax(s)
@@ -84,8 +84,8 @@ def rank_error_figure(ds: xr.Dataset, bits: int = 16, current: tuple[int, int] |
         "V, rank r + bits": ds.value_rel_error.sel(bits=b).values,
     }
     theory = {
-        "K optimum sqrt(1 − energy)": (r, ds.key_optimal_error.values),
-        "V optimum sqrt(1 − energy)": (r, ds.value_optimal_error.values),
+        "K optimum (PCA)": (r, ds.key_optimal_error.values),
+        "V optimum (PCA)": (r, ds.value_optimal_error.values),
     }
     k_curve, v_curve = curves
     title = f"Error vs rank at {b} bits ({ds.attrs.get('method', '')})"
@@ -202,7 +202,7 @@ def sqnr_figure(ds: xr.Dataset):
         ylabel="SQNR (dB)",
         theory=theory,
         pair=dict(zip(theory, curves, strict=True)),  # each convention's own theory line
-        title=f"SQNR on Uniform(−1, 1): fitted slope {slope:.2f} dB/bit (theory 6.02)",
+        title=f"SQNR on U(−1, 1): fitted slope {slope:.2f} dB/bit (theory 6.02)",
     )
 
 

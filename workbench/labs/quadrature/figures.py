@@ -41,7 +41,9 @@ def _outside_legend(overlay: hv.Overlay, **opts) -> hv.Overlay:
 
 def _here_entry(here: bool) -> hv.Curve | None:
     """The legend entry of the "you are here" line composed on later (a Span has none)."""
-    return hv.Curve(([], []), label="your N").opts(**HERE_STYLE) if here else None
+    # NaN points, not none: Bokeh draws no legend glyph for a line with no data at all.
+    entry = hv.Curve(([np.nan] * 2, [np.nan] * 2), label="your N").opts(**HERE_STYLE)
+    return entry if here else None
 
 
 def policy_iteration(
@@ -205,7 +207,7 @@ def quadrature_weights(table: xr.Dataset) -> hv.Overlay:
     curves = {rule_name(str(r)): table["weights"].sel(rule=r).values for r in table["rule"].values}
     bq = table.sel(rule=table["rule"].values[-1])
     title = (
-        f"Weights on [0, T], N = {table.sizes['node']}: BQ Σw − T = "
+        f"Weights, N = {table.sizes['node']}: BQ Σw − T = "
         f"{float(bq['weight_sum_bias']):+.1e}, e(w) = {float(bq['worst_case_error']):.1e}"
     )
     overlay = curve_family(t, curves, xlabel="node time t (s)", ylabel="weight wₙ", title=title)
