@@ -89,9 +89,8 @@ def legend_size(legend) -> tuple[float, float]:
     item = legend.glyph_width + legend.label_standoff
     # Items fill the rows first; each column is as wide as its widest label.
     columns = [labels[c::cols] for c in range(cols)]
-    width = 2 * legend.padding + sum(
-        item + max(text_width(t, size) for t in col) for col in columns
-    )
+    widest = [max(max(text_width(t, size) for t in col), legend.label_width) for col in columns]
+    width = 2 * legend.padding + sum(item + w for w in widest)
     width += (cols - 1) * legend.spacing
     height = 2 * legend.padding + rows * row + (rows - 1) * legend.spacing
     return width, height

@@ -43,7 +43,8 @@ LEGEND_OUTSIDE = {
 LEGEND_BELOW = {
     "legend_position": "bottom",
     "legend_cols": 3,
-    "legend_opts": LEGEND_OUTSIDE["legend_opts"],
+    # Bokeh spaces grid columns by label_width, not by the labels: without it they overlapped.
+    "legend_opts": {**LEGEND_OUTSIDE["legend_opts"], "label_width": 100, "spacing": 6},
 }
 #: Per-element: axes follow each new frame when a builder feeds a DynamicMap (HoloViews only
 #: rescales overlays whose elements are framewise, not the overlay itself).
