@@ -70,6 +70,8 @@ def test_dark_theme_regime_map_matches_its_colour_bar_and_marker_shows(page, ser
     assert image.mean() < 110  # the dark theme is on (page and plots)
     # The mesh is opaque: each regime's pastel colour appears as a large area (mesh + colour
     # bar), identical to the bar's swatch, not blended with the dark background.
+    # (A blended mesh matches no swatch within the tolerance: 0 pixels. The heavy-tailed band is
+    # thin at d = 20 and the map shares its 330 px with the legend under it: ~1,600 pixels.)
     for colour in plots.REGIME_COLOURS:
-        assert _pixels_near(image, plots.pastel(colour)) > 2000, colour
+        assert _pixels_near(image, plots.pastel(colour)) > 1200, colour
     assert _pixels_near(image, plots.HERE_COLOUR, tolerance=40) > 30  # markers drawn in magenta
