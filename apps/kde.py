@@ -286,7 +286,8 @@ class KDEDashboard(LabDashboard):
             "regime": figs.current_point(float(current.attrs["alpha"]), h),
             "heavy_tail": figs.current_line(h),
         }
-        panels = [self._figure(name) * marks[name] for name in STATIC]
+        # compose keeps each figure's log axes, title and legend place (``*`` drops them).
+        panels = [plots.compose(self._figure(name), marks[name]) for name in STATIC]
         return hv.Layout(panels + [self._figure(name) for name in LIVE]).cols(2)
 
     def close(self):

@@ -318,3 +318,17 @@ def test_browser_bad_links_give_a_plain_alert(page, server_url, link, expected):
     wait_for_plots(page, 6)  # the rest of the page loads with defaults
     assert "Traceback" not in page.content()
     assert dialogs == []  # no injected script ran
+
+
+def test_exported_panels_keep_their_axes_and_titles(dash):
+    """The export composes each sweep panel with its marker without losing its plot options
+    (``fig * marker`` dropped log axes, title and legend place)."""
+    from apps.kde import STATIC
+
+    exported = dash.figure()
+    for name, panel in zip(STATIC, exported, strict=False):
+        own = dash._figure(name).opts.get("plot").kwargs
+        kept = panel.opts.get("plot").kwargs
+        assert own, name
+        for key in ("logx", "logy", "title"):
+            assert kept.get(key) == own.get(key), (name, key)
