@@ -49,7 +49,7 @@ def widget_for(study: Study, name: str, **override: Any) -> pn.widgets.Widget:
         if widget_type is pn.widgets.DiscreteSlider:
             options = [v for v in override.pop("options") if _within(p, v)]
             kwargs["options"] = options
-            kwargs["value"] = min(options, key=lambda v: _stop_distance(v, value))
+            kwargs["value"] = nearest_stop(options, value)
         elif lo is None or hi is None:
             widget_type = widget_type or (pn.widgets.IntInput if integer else pn.widgets.FloatInput)
             kwargs.update({"start": p.bounds[0] if p.bounds else None})
@@ -98,6 +98,11 @@ def log_slider(study_class: type[Study], name: str, per_decade: int = 1) -> dict
         "options": log_stops(study_class, name, per_decade),
         "label": f"{p.label or name} (log scale)",
     }
+
+
+def nearest_stop(options: list, value: Any) -> Any:
+    """The slider stop a value shows as: nearest on a log scale (linear around 0)."""
+    return min(options, key=lambda v: _stop_distance(v, value))
 
 
 def _stop_distance(stop: float, value: float) -> float:

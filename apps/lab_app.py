@@ -101,6 +101,7 @@ from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them fr
     MAX_LINK_VALUE,
     in_session,
     link_text,
+    nearest_stop,
     parse_value,
     quote_link,
     session_query,
@@ -258,7 +259,7 @@ class LabDashboard:
                 if isinstance(widget, pn.widgets.TextInput):
                     value = link_text(value).replace(",", ", ")
                 elif isinstance(widget, pn.widgets.DiscreteSlider):
-                    value = min(widget.options, key=lambda v: abs(v - value))
+                    value = nearest_stop(list(widget.options), value)
                 widget.value = value
                 if "value_throttled" in widget.param:
                     # Keep value_throttled with value: left behind, the widget held two values
@@ -486,13 +487,12 @@ class LabDashboard:
         return out
 
     def _snap(self, name: str, value: Any) -> Any:
-        """A whole-number knob shown on fixed stops (N = 2^k) takes the nearest stop from a
-        link, so widget, plots and URL agree."""
+        """A knob shown on fixed stops (N = 2^k, tol = 10^-k, h on the log stops) takes the
+        stop its slider shows from a link, so widget, plots and URL agree (``?tol=5e-9`` is
+        1e-8 everywhere; it was 5e-9 in the Study while the slider showed 1e-9)."""
         widget = self.widgets.get(name)
-        if isinstance(widget, pn.widgets.DiscreteSlider) and isinstance(
-            self.study.param[name], param.Integer
-        ):
-            return min(widget.options, key=lambda v: abs(v - value))
+        if isinstance(widget, pn.widgets.DiscreteSlider) and isinstance(value, int | float):
+            return nearest_stop(list(widget.options), value)
         return value
 
     def write_link(self) -> None:

@@ -201,24 +201,36 @@ def test_data_knob_recomputes_and_an_oversize_is_refused_before_any_work(dash, m
 
 
 def test_old_links_open_the_same_view(cache_dir):
-    """Links made before the refactor: ``bandwidth`` and ``dim`` keep their names and values."""
+    """Links made before the refactor: ``bandwidth`` and ``dim`` keep their names. A bandwidth
+    between the slider's stops (0.8) opens at the stop the slider shows (0.8078), in the Study,
+    the plots, the widget and the URL alike (one state; it used to be 0.8 in the Study while
+    the slider showed 0.8078)."""
     d = _rendered(KDEDashboard(query={"bandwidth": "0.8", "dim": "16"}))
     assert not d.status.alert.visible
-    assert (d.study.dim, d.study.bandwidth) == (16, 0.8)
-    assert d.result["sweep"].attrs["dim"] == 16 and _marker(d, "kl")[0] == 0.8
-    assert d.link_values() == {"dim": "16", "bandwidth": "0.8"}
+    h = _stop_near(d, 0.8)
+    assert (d.study.dim, d.study.bandwidth) == (16, h)
+    assert d.result["sweep"].attrs["dim"] == 16 and _marker(d, "kl")[0] == h
+    assert d.link_values() == {"dim": "16", "bandwidth": lab_app.link_text(h)}
+
+
+def _stop_near(d, value):
+    """The slider's stop for a link value between stops (within 2 %), shown by the widget."""
+    h = d.widgets["bandwidth"].value
+    assert abs(h / value - 1) < 0.02 and h in d.widgets["bandwidth"].options
+    return h
 
 
 def test_old_oversized_link_is_refused_as_before_and_the_rest_applies(cache_dir):
     """``/kde?bandwidth=0.8&dim=40`` at the default α = 0.5 is n = e^20 = 485 million points: the
-    old page refused d then too. Now the alert names the knobs and the cap, h = 0.8 applies and
-    d keeps its default; the URL drops the refused value."""
+    old page refused d then too. Now the alert names the knobs and the cap, h = 0.8 applies (at
+    the slider stop 0.8078) and d keeps its default; the URL drops the refused value."""
     d = _rendered(KDEDashboard(query={"bandwidth": "0.8", "dim": "40"}))
     alert = d.status.alert.object
     assert d.status.alert.visible and "485 million" in alert and "dimension d = 40" in alert
     assert f"{kde.max_points(40, 200):,}" in alert and "lower α or d" in alert
-    assert (d.study.dim, d.study.bandwidth) == (20, 0.8)
-    assert _marker(d, "kl")[0] == 0.8 and d.link_values() == {"bandwidth": "0.8"}
+    h = _stop_near(d, 0.8)
+    assert (d.study.dim, d.study.bandwidth) == (20, h)
+    assert _marker(d, "kl")[0] == h and d.link_values() == {"bandwidth": lab_app.link_text(h)}
 
 
 @pytest.mark.parametrize(

@@ -66,3 +66,13 @@ def _release(slider, value):
     slider.value = value
     with param.edit_constant(slider):
         slider.value_throttled = value
+
+
+@pytest.mark.parametrize("text, stop", [("5e-9", 1e-8), ("2e-9", 1e-9), ("1e-6", 1e-6)])
+def test_a_link_between_stops_takes_the_stop_the_slider_shows(text, stop):
+    """One state: ``?tol=5e-9`` is 1e-8 in the Study, the slider and the URL (it was 5e-9 in
+    the Study while the slider showed 1e-9)."""
+    dash = FractionalDashboard(query={"tol": text})
+    assert dash.study.tol == stop
+    assert dash.widgets["tol"].value == stop
+    assert dash.link_values()["tol"] == link_text(stop)
