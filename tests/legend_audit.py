@@ -77,7 +77,7 @@ def frame_width(fig) -> float:
 
 def legend_size(legend) -> tuple[float, float]:
     """(width, height) in px of a vertical Bokeh legend."""
-    labels = [_label(item) for item in legend.items]
+    labels = [_label(item) for item in legend.items if item.visible]  # hidden: plots.shown_if
     if not labels:
         return 0.0, 0.0
     size = legend.label_text_font_size
@@ -197,10 +197,11 @@ def legend_problems(fig) -> list[str]:
     """What is wrong with a rendered figure's legends, lines and title (empty: nothing)."""
     problems = []
     legends = list(fig.legend)
-    entries = [r for lg in legends for item in lg.items for r in item.renderers]
-    glyphs = [r for r in fig.renderers if type(r).__name__ == "GlyphRenderer"]
-    lines = [r for r in glyphs if type(r.glyph).__name__ in LINES and r.visible]
-    spans = [a for a in [*fig.renderers, *fig.center] if type(a).__name__ == "Span"]
+    # Hidden layers (plots.shown_if: a theory of another phase) and their entries are not shown.
+    entries = [r for lg in legends for item in lg.items if item.visible for r in item.renderers]
+    glyphs = [r for r in fig.renderers if type(r).__name__ == "GlyphRenderer" and r.visible]
+    lines = [r for r in glyphs if type(r.glyph).__name__ in LINES]
+    spans = [a for a in [*fig.renderers, *fig.center] if type(a).__name__ == "Span" and a.visible]
     if len(lines) + len(spans) > 1:  # a lone line is named by its axis label
         for r in lines:
             if not any(r is e for e in entries):
@@ -248,7 +249,7 @@ def theory_colour_problems(fig) -> list[str]:
     lines = [
         r
         for r in fig.renderers
-        if type(r).__name__ == "GlyphRenderer" and type(r.glyph).__name__ == "Line"
+        if type(r).__name__ == "GlyphRenderer" and type(r.glyph).__name__ == "Line" and r.visible
     ]
     solid = {_colour(r) for r in lines if not r.glyph.line_dash}
     dashed = [r for r in lines if str(r.glyph.line_dash) in ("dashed", "[6]")]

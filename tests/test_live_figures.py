@@ -133,3 +133,41 @@ def test_a_cheap_knob_move_patches_every_panel_in_place(lab, knob, value):
     assert getattr(dash.study, knob) == value
     rebuilt = [name for name, pane in dash.live.panes.items() if pane.object is not before[name]]
     assert rebuilt == []
+
+
+def _legend_labels(pane, doc):
+    """Legend labels shown (item visible) in the Bokeh figure a pane renders into ``doc``."""
+    from bokeh.models import Plot
+
+    (plot,) = [m for m in doc.models if isinstance(m, Plot) and pane_owns(pane, m)]
+    return sorted(
+        item.label["value"] for legend in plot.legend for item in legend.items if item.visible
+    )
+
+
+def pane_owns(pane, model):
+    return any(model is p.state for p, _ in pane._plots.values())
+
+
+def test_a_move_across_the_critical_line_patches_the_flows_and_their_legends_follow():
+    """tanh at C_b = 0: C_W = 0.99 (ordered, K → 0), 1 (critical, the 1/(2l) law), 1.01
+    (chaotic, a fixed point K* > 0). Each phase shows its own theory; none rebuilds a panel."""
+    from tests.test_model_graph import dashboard_class
+
+    dash = dashboard_class("criticality")()
+    doc = Document()
+    doc.add_root(dash.plots_area.get_root(doc))
+    before = {name: pane.object for name, pane in dash.live.panes.items()}
+    kernel, correlation = dash.live.panes["kernel"], dash.live.panes["correlation"]
+    expected = {
+        0.99: (["kernel flow K^(l)"], ["1 − ρ^(l)"]),
+        1.0: (["1/(2l) (K* = 0 class)", "kernel flow K^(l)"], ["1 − ρ^(l)"]),
+        1.01: (
+            ["fixed point K*", "kernel flow K^(l)", "linearised approach"],
+            ["1 − c*", "1 − ρ^(l)"],  # chaotic: two inputs decorrelate to c* < 1
+        ),
+    }
+    for cw in (0.99, 1.0, 1.01, 0.99, 1.01, 1.0):
+        assert dash.request({"cw": cw}) and dash.study.cw == cw
+        assert (_legend_labels(kernel, doc), _legend_labels(correlation, doc)) == expected[cw]
+    assert [n for n, p in dash.live.panes.items() if p.object is not before[n]] == []

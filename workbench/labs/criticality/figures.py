@@ -19,7 +19,9 @@ from workbench.plots import (
     PALETTE,
     THEORY_STYLE,
     distribution,
+    hide_legend_of_hidden,
     marker_line,
+    shown_if,
 )
 
 _OPTS = {"responsive": True, "min_height": 300, "show_grid": True, **LEGEND_OUTSIDE}
@@ -45,26 +47,38 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
     ]
     qstar = a["q_star"]
     title = f"Kernel flow ({_setting(a)}): "
-    if np.isfinite(qstar) and qstar > 0:
+    # Every phase draws the same five layers (absent ones hidden, NaN data): a C_W move across
+    # the critical line then patches this panel in place (plots.shown_if).
+    fixed = bool(np.isfinite(qstar) and qstar > 0)
+    tanh_critical = bool(qstar == 0 and a["cw"] == 1 and a["cb"] == 0 and a["activation"] == "tanh")
+    approach = np.full(layer.shape, np.nan)
+    if fixed:
         chi_par = float(np.interp(qstar, np.sort(kern), flows.chi_par.values[1:][np.argsort(kern)]))
         approach = qstar + (kern[0] - qstar) * chi_par ** (layer - 1.0)
-        layers += [
-            *marker_line(qstar, "fixed point K*", vertical=False, color=PALETTE[2]),
-            hv.Curve((layer, approach), "layer l", "K^(l)", label="linearised approach").opts(
-                color=PALETTE[1], **THEORY_STYLE
-            ),
-        ]
         title += f"K* = {qstar:.3g}"
-    elif qstar == 0 and a["cw"] == 1 and a["cb"] == 0 and a["activation"] == "tanh":
-        layers.append(
-            hv.Curve(
-                (layer, 1 / (2 * layer)), "layer l", "K^(l)", label="1/(2l) (K* = 0 class)"
-            ).opts(color=PALETTE[1], **THEORY_STYLE)
-        )
+    elif tanh_critical:
         title += f"K·l = {kern[-1] * layer[-1]:.4f} at l = {layer[-1]}"  # → ½: the 1/(2l) law
     else:
         title += "no finite fixed point" if not np.isfinite(qstar) else "K → 0"
-    return hv.Overlay(layers).opts(title=title, logx=True, logy=True, ylabel="K^(l)", **_OPTS)
+    layers += shown_if(
+        fixed,
+        *marker_line(
+            qstar if fixed else np.nan, "fixed point K*", vertical=False, color=PALETTE[2]
+        ),
+        hv.Curve((layer, approach), "layer l", "K^(l)", label="linearised approach").opts(
+            color=PALETTE[1], **THEORY_STYLE
+        ),
+    )
+    law = 1 / (2 * layer) if tanh_critical else np.full(layer.shape, np.nan)
+    layers += shown_if(
+        tanh_critical,
+        hv.Curve((layer, law), "layer l", "K^(l)", label="1/(2l) (K* = 0 class)").opts(
+            color=PALETTE[1], **THEORY_STYLE
+        ),
+    )
+    return hv.Overlay(layers).opts(
+        title=title, logx=True, logy=True, ylabel="K^(l)", hooks=[hide_legend_of_hidden], **_OPTS
+    )
 
 
 def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
@@ -78,20 +92,26 @@ def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
             color=PALETTE[0], line_width=2.5, **FRAMEWISE
         )
     ]
-    if a["activation"] == "relu" and a["cw"] == 2 and a["cb"] == 0:
-        layers.append(
-            hv.Curve(
-                (layer, 4.5 * np.pi**2 / layer**2), "layer l", "1 − ρ^(l)", label="(9π²/2)/l²"
-            ).opts(color=PALETTE[1], **THEORY_STYLE)
-        )
-    if np.isfinite(a["c_star"]) and a["c_star"] < 1:
-        layers += [*marker_line(1 - a["c_star"], "1 − c*", vertical=False, color=PALETTE[2])]
+    # The same four layers in every phase, absent ones hidden (plots.shown_if): in place.
+    relu_critical = bool(a["activation"] == "relu" and a["cw"] == 2 and a["cb"] == 0)
+    law = 4.5 * np.pi**2 / layer**2 if relu_critical else np.full(layer.shape, np.nan)
+    layers += shown_if(
+        relu_critical,
+        hv.Curve((layer, law), "layer l", "1 − ρ^(l)", label="(9π²/2)/l²").opts(
+            color=PALETTE[1], **THEORY_STYLE
+        ),
+    )
+    ordered = bool(np.isfinite(a["c_star"]) and a["c_star"] < 1)
+    level = 1 - a["c_star"] if ordered else np.nan
+    layers += shown_if(ordered, *marker_line(level, "1 − c*", vertical=False, color=PALETTE[2]))
     xi = a["xi_c"]
     title = f"Correlation ({_setting(a)}): ξ_c = {xi:.3g} layers, χ₁ = {a['chi1']:.4g}"
-    if np.isfinite(a["c_star"]) and a["c_star"] < 1:
+    if ordered:
         # Values go in the title: a legend label is what keeps a glyph patched in place.
         title += f", c* = {a['c_star']:.4f}"
-    return hv.Overlay(layers).opts(title=title, logx=True, logy=True, **_OPTS)
+    return hv.Overlay(layers).opts(
+        title=title, logx=True, logy=True, hooks=[hide_legend_of_hidden], **_OPTS
+    )
 
 
 def phase_diagram(
