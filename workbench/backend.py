@@ -126,10 +126,43 @@ def is_gpu() -> bool:
 
 
 def to_host(array: Any) -> np.ndarray:
-    """Copy an array (NumPy, CuPy, or a Python scalar/sequence) to a NumPy array on the host."""
+    """Copy an array (NumPy, CuPy, any array-API array, or a Python scalar/sequence) to a NumPy
+    array on the host: the one named device → host boundary of compute code.
+
+    CuPy arrays by ``.get()``; other array-API arrays (e.g. ``array_api_strict`` on a non-CPU
+    device, which refuses ``np.asarray``) through DLPack with ``device="cpu"``.
+    """
     if hasattr(array, "get") and type(array).__module__.startswith("cupy"):
         return array.get()
-    return np.asarray(array)
+    if isinstance(array, np.ndarray | np.generic) or not hasattr(array, "__dlpack__"):
+        return np.asarray(array)
+    return np.from_dlpack(array, device="cpu")
+
+
+def device_kwargs(like: Any) -> dict[str, Any]:
+    """``{"device": like.device}`` for array-API namespaces that place arrays explicitly, ``{}``
+    for NumPy (one host device) and CuPy (arrays are created on the current device, and
+    ``cupy.zeros``/``cupy.asarray`` take no ``device`` keyword).
+
+    Compute code writes ``xp.zeros(shape, **device_kwargs(x))`` so a new array lands where its
+    inputs live (the array API standard's rule; ``array_api_strict`` refuses to mix devices).
+    """
+    if isinstance(like, np.ndarray | np.generic) or type(like).__module__.startswith("cupy"):
+        return {}
+    device = getattr(like, "device", None)
+    return {} if device is None else {"device": device}
+
+
+def from_host(host: Any, like: Any, dtype: Any = None) -> Any:
+    """Host data (NumPy array, scalar or sequence) as an array of ``like``'s namespace and
+    device: the one named host → device boundary of compute code (no copy under NumPy when the
+    dtype matches).
+
+    >>> from_host([1.0, 2.0], np.zeros(1)).tolist()
+    [1.0, 2.0]
+    """
+    xp = get_namespace(like)
+    return xp.asarray(host, dtype=dtype, **device_kwargs(like))
 
 
 def asarray(array: Any, dtype: Any = None) -> Any:

@@ -9,6 +9,13 @@ chunked over the data so memory stays O(m · c).
 Compute runs on the namespace of its inputs (NumPy, or CuPy for device arrays; see
 :mod:`workbench.backend`). Under NumPy the per-bandwidth passes run on a small thread pool
 (NumPy's ufuncs release the GIL); the pool is created once under a lock and shut down at exit.
+
+The exact path (:func:`squared_distances`, the streamed log-sum-exp) is written against the
+array API standard and runs on any conforming namespace (CuPy, ``array_api_strict`` in the
+tests): no ``einsum``, no ``out=``, new arrays placed on the inputs' device. NumPy keeps an
+in-place fast path where a measurement showed it matters (see the comments there). The binned
+path needs ``bincount`` and ``sort`` in place (:mod:`.laplace`): NumPy and CuPy only, and
+``method="binned"`` on another namespace is refused with a TypeError.
 """
 
 from __future__ import annotations
@@ -56,19 +63,37 @@ def squared_distances(query: Any, data: Any, query_sq: Any = None, data_sq: Any 
     Returns
     -------
     (m, c) array of the inputs' namespace. Rounding can make the expansion slightly negative for
-    coincident points, hence the clip.
+    coincident points, hence the clip. Any array-API namespace (module docstring).
     """
     xp = backend.get_namespace(query, data)
     if query_sq is None:
-        query_sq = xp.einsum("ij,ij->i", query, query)
+        query_sq = row_sq_norms(query)
     if data_sq is None:
-        data_sq = xp.einsum("ij,ij->i", data, data)
+        data_sq = row_sq_norms(data)
     dist = query @ data.T
+    if xp is not np:
+        return xp.maximum((dist * -2.0 + query_sq[:, None]) + data_sq[None, :], 0.0)
+    # NumPy fast path, the same numbers in place: on a 512 × 16384 block (64 MiB, one BLAS
+    # thread) the out-of-place form took 123-137 ms, this one 69-80 ms (three fewer 64 MiB
+    # temporaries to allocate and fault in).
     dist *= -2.0
     dist += query_sq[:, None]
     dist += data_sq[None, :]
-    xp.maximum(dist, 0.0, out=dist)
+    np.maximum(dist, 0.0, out=dist)
     return dist
+
+
+def row_sq_norms(points: Any) -> Any:
+    """|x_j|² for every row of an (m, d) array, in its namespace.
+
+    NumPy keeps ``einsum`` (its summation order, so results stay bit-for-bit those of earlier
+    releases); other namespaces Σ_i x_ji² by ``sum(x * x, axis=1)`` (no ``einsum`` in the array
+    API).
+    """
+    xp = backend.get_namespace(points)
+    if xp is np:
+        return np.einsum("ij,ij->i", points, points)
+    return xp.sum(points * points, axis=1)
 
 
 # --- the thread pool (NumPy only) --------------------------------------------------------------
@@ -137,12 +162,11 @@ def _add_exp_sums(xp: Any, delta: Any, scales: np.ndarray, s: Any, s2: Any, rows
     """s[k] += Σ_c e^{−scale_k Δ}, s2[k] += Σ_c e^{−2 scale_k Δ} for the given rows of Δ ≥ 0.
 
     Each cache block of Δ is loaded once and reused for every bandwidth, so the cost of an extra
-    bandwidth is a multiply, an exp and two reductions over data already in cache.
+    bandwidth is a multiply, an exp and two reductions over data already in cache. NumPy only
+    (``out=`` buffers; the cache blocking is what makes an extra bandwidth cost ~0.18 of a
+    call, README/bench_kde.py); other namespaces use :func:`_add_exp_sums_generic`.
     """
-    if xp is np:
-        buffer = xp.empty(min(delta.shape[0] * delta.shape[1], CACHE_BLOCK_ELEMS * 2), np.float64)
-    else:
-        buffer = xp.empty(delta[rows].size, np.float64)
+    buffer = np.empty(min(delta.shape[0] * delta.shape[1], CACHE_BLOCK_ELEMS * 2), np.float64)
     for r, c in _cache_blocks(xp, rows, delta.shape[1]):
         block = delta[r, c]
         work = buffer[: block.size].reshape(block.shape)
@@ -151,6 +175,15 @@ def _add_exp_sums(xp: Any, delta: Any, scales: np.ndarray, s: Any, s2: Any, rows
             xp.exp(work, out=work)
             s[k, r] += work.sum(axis=1)
             s2[k, r] += xp.einsum("ij,ij->i", work, work)
+
+
+def _add_exp_sums_generic(xp: Any, delta: Any, scales: np.ndarray, s: Any, s2: Any, rows) -> None:
+    """:func:`_add_exp_sums` in the array API (CuPy, ``array_api_strict``): whole rows at once,
+    no ``out=`` (a device is already parallel; CuPy's memory pool recycles the temporaries)."""
+    for k, scale in enumerate(scales):
+        work = xp.exp(delta * -float(scale))
+        s[k, rows] += xp.sum(work, axis=1)
+        s2[k, rows] += xp.sum(work * work, axis=1)
 
 
 @dataclass
@@ -173,6 +206,18 @@ def _fold_chunk(xp: Any, state: _StreamState, dist: Any, scales: np.ndarray, row
     −scale · min_i D_i), so no per-bandwidth max pass is needed; older sums are rescaled by
     e^{−scale (old min − new min)} when a chunk brings a closer point.
     """
+    if xp is not np:
+        # Array API: no reliance on views (``dist[rows]`` may be a copy), so the shifted block
+        # is passed on instead of written back into ``dist``.
+        block = dist[rows, :]
+        new_min = xp.minimum(state.dmin[rows], xp.min(block, axis=1))
+        drop = state.dmin[rows] - new_min  # +inf on the first chunk: the zero sums stay zero
+        factor = xp.exp(-backend.from_host(scales, like=block)[:, None] * drop[None, :])
+        state.s[:, rows] *= factor
+        state.s2[:, rows] *= factor * factor
+        state.dmin[rows] = new_min
+        _add_exp_sums_generic(xp, block - new_min[:, None], scales, state.s, state.s2, rows)
+        return
     block = dist[rows]
     new_min = xp.minimum(state.dmin[rows], block.min(axis=1))
     drop = state.dmin[rows] - new_min  # +inf on the first chunk: the zero sums stay zero
@@ -193,12 +238,17 @@ def _stream(xp: Any, query: Any, data: Any, scales: np.ndarray, chunk_bytes: int
     """
     m, n = query.shape[0], data.shape[0]
     k = len(scales)
-    state = _StreamState(dmin=xp.full(m, np.inf), s=xp.zeros((k, m)), s2=xp.zeros((k, m)))
-    query_sq = xp.einsum("ij,ij->i", query, query)
+    on = backend.device_kwargs(query)
+    state = _StreamState(
+        dmin=xp.full(m, math.inf, dtype=xp.float64, **on),
+        s=xp.zeros((k, m), dtype=xp.float64, **on),
+        s2=xp.zeros((k, m), dtype=xp.float64, **on),
+    )
+    query_sq = row_sq_norms(query)
     step = int(max(1, min(n, chunk_bytes // (8 * m))))
     for start in range(0, n, step):
         checkpoint()
-        dist = squared_distances(query, data[start : start + step], query_sq=query_sq)
+        dist = squared_distances(query, data[start : min(start + step, n), :], query_sq=query_sq)
         parallel_rows(
             xp,
             m,
@@ -221,7 +271,7 @@ def _binned(
     """
     m, n = query.shape[0], data.shape[0]
     both = np.concatenate([scales, 2.0 * scales])
-    query_sq = xp.einsum("ij,ij->i", query, query)
+    query_sq = row_sq_norms(query)
     group = int(max(1, min(m, chunk_bytes // (8 * n))))
     parts, dmins = [], []
     for g0 in range(0, m, group):
@@ -348,7 +398,9 @@ def kde_summary(
         bandwidth costs O(bins); a certificate bounds the error of every (query, bandwidth) and
         rows over ``laplace.TOLERANCE`` (1e-8 nats) are recomputed exactly, so log ρ̂ agrees
         with the exact path to 1e-8 nats (Y₂ to 3e-8 relative) plus rounding. ``"auto"`` (default):
-        binned from ``BINNED_MIN_BANDWIDTHS`` bandwidths on, on NumPy and CuPy.
+        binned from ``BINNED_MIN_BANDWIDTHS`` bandwidths on, on NumPy and CuPy (namespaces
+        without ``bincount``, e.g. ``array_api_strict``, take the exact path; asking them for
+        ``"binned"`` raises TypeError).
 
     Returns
     -------
@@ -369,6 +421,11 @@ def kde_summary(
         raise StudyInputError("chunk_bytes must be at least 8")
     if method not in METHODS:
         raise StudyInputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "binned" and not hasattr(xp, "bincount"):
+        raise TypeError(
+            f"kde_summary(method='binned') needs bincount (NumPy or CuPy); {xp.__name__} has "
+            "none: use method='exact'"
+        )
     binned = method == "binned" or (
         method == "auto" and len(h) >= BINNED_MIN_BANDWIDTHS and hasattr(xp, "bincount")
     )
