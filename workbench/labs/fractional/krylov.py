@@ -12,8 +12,14 @@ reports is the true one, ‖b − A x_k‖/‖b‖):
   its iteration counts keep growing slowly with n);
 * ``None``/``"none"``: no preconditioner (counts grow like √cond ~ n^{α/2}).
 
-All apply in O(n log n) (O(n) for the Laplacian) and take NumPy or CuPy vectors (the DST-I is
-done by an FFT of the odd extension so it runs in any namespace with ``fft``).
+All apply in O(n log n) (O(n) for the Laplacian). ``tau``, ``circulant`` and ``none`` run in
+the vector's own namespace: any array-API namespace with the ``fft`` extension (NumPy, CuPy,
+``array_api_strict`` in the tests; the DST-I is an FFT of the odd extension). ``laplacian``
+solves its banded system with SciPy on the host: for device vectors it crosses the named
+boundary :func:`workbench.backend.to_host` / :func:`workbench.backend.from_host` (two O(n)
+copies per application) and returns a vector of the input's namespace and device.
+:class:`GMRES` keeps its basis in the namespace of ``b`` and the small Hessenberg problem on
+the host (one (j + 1)-vector to the host per iteration).
 """
 
 from __future__ import annotations
@@ -49,17 +55,18 @@ def check_preconditioner(name: Any) -> str:
 def dst1(v, xp=None):
     """Orthonormal DST-I of a 1-D vector (its own inverse), via an FFT of the odd extension.
 
-    Equals ``scipy.fft.dst(v, type=1, norm="ortho")``.
+    Equals ``scipy.fft.dst(v, type=1, norm="ortho")`` (which NumPy vectors use: a real
+    transform of half the length).
     """
     xp = backend.get_namespace(v, xp=xp)
     if xp is np:
         return scipy.fft.dst(v, type=1, norm="ortho")
     n = v.shape[0]
-    ext = xp.zeros(2 * (n + 1), dtype=xp.float64)
+    ext = xp.zeros(2 * (n + 1), dtype=xp.float64, **backend.device_kwargs(v))
     ext[1 : n + 1] = v
     ext[n + 2 :] = -xp.flip(v)
-    spectrum = xp.fft.fft(ext)
-    return -spectrum.imag[1 : n + 1] / math.sqrt(2.0 * (n + 1))
+    spectrum = xp.fft.rfft(ext)  # a real input: the half spectrum holds bins 1..n
+    return -xp.imag(spectrum[1 : n + 1]) / math.sqrt(2.0 * (n + 1))
 
 
 class Preconditioner:
@@ -99,11 +106,14 @@ class Preconditioner:
             self._band = band * self.factor
         self.size = n
 
-    def _device(self, xp) -> Any:
-        key = xp.__name__
+    def _device(self, like) -> Any:
+        """The eigenvalues (tau) or convolution kernel (circulant) on ``like``'s device."""
+        kept = self._kernel if self.name == "circulant" else self.eigenvalues
+        if isinstance(like, np.ndarray):
+            return kept
+        key = f"{backend.get_namespace(like).__name__}:{getattr(like, 'device', '')}"
         if key not in self._xp_cache:
-            kept = self._kernel if self.name == "circulant" else self.eigenvalues
-            self._xp_cache[key] = xp.asarray(kept)
+            self._xp_cache[key] = backend.from_host(kept, like)
         return self._xp_cache[key]
 
     def inverse(self, v):
@@ -113,16 +123,25 @@ class Preconditioner:
         n = v.shape[0]
         xp = backend.get_namespace(v)
         if self.name == "tau":
-            return dst1(dst1(v, xp) / self._device(xp), xp)
+            return dst1(dst1(v, xp) / self._device(v), xp)
         if self.name == "circulant":
             fft = scipy.fft if xp is np else xp.fft
-            z = fft.irfft(fft.rfft(v, n=self._fft_len) * self._device(xp), n=self._fft_len)
-            out = z[:n].copy()
-            out[: n - 1] += z[n : 2 * n - 1]
-            return out
-        host = backend.to_host(v)
-        out = scipy.linalg.solveh_banded(self._band, host, check_finite=False)
-        return xp.asarray(out)
+            z = fft.irfft(fft.rfft(v, n=self._fft_len) * self._device(v), n=self._fft_len)
+            # Fold the wrap-around: C⁻¹v = z[:n] + (z[n:2n−1], 0). Written into a fresh array
+            # (array API: no ``.copy()``, and CuPy has no ``concat``); the sums are NumPy's.
+            tail = xp.zeros_like(z[:n])
+            tail[: n - 1] = z[n : 2 * n - 1]
+            return tail + z[:n]
+        # The banded Cholesky solve is SciPy's, on the host: the named boundary both ways.
+        out = scipy.linalg.solveh_banded(self._band, backend.to_host(v), check_finite=False)
+        return backend.from_host(out, like=v)
+
+
+def _norm(v) -> float:
+    """‖v‖₂ as a host float: √(v · v), the same dot product NumPy's ``linalg.norm`` takes for a
+    real vector (so NumPy results are unchanged), in any namespace (the array API has no
+    ``linalg.norm``)."""
+    return math.sqrt(float(v @ v))
 
 
 class KrylovStep(NamedTuple):
@@ -180,8 +199,9 @@ class GMRES:
         xp = backend.get_namespace(self.b)
         b = xp.asarray(self.b, dtype=xp.float64)
         n = b.shape[0]
-        norm_b = float(xp.linalg.norm(b))
-        x = xp.zeros(n, dtype=xp.float64)
+        on = backend.device_kwargs(b)
+        norm_b = _norm(b)
+        x = xp.zeros(n, dtype=xp.float64, **on)
         self.history = [1.0]
         yield KrylovStep(0, 1.0)
         if norm_b == 0.0:
@@ -190,13 +210,13 @@ class GMRES:
         iteration = 0
         while True:
             r = b - self.matvec(x)
-            beta = float(xp.linalg.norm(r))
+            beta = _norm(r)
             if beta / norm_b <= self.tol:
                 self.converged = True
                 break
             k_max = min(self.restart, self.maxiter - iteration)
-            basis = xp.zeros((k_max + 1, n), dtype=xp.float64)
-            basis[0] = r / beta
+            basis = xp.zeros((k_max + 1, n), dtype=xp.float64, **on)
+            basis[0, :] = r / beta
             hess = np.zeros((k_max + 1, k_max))
             cs, sn = np.zeros(k_max), np.zeros(k_max)
             g = np.zeros(k_max + 1)
@@ -204,17 +224,17 @@ class GMRES:
             j_used = 0
             for j in range(k_max):
                 checkpoint()  # a superseded dashboard computation stops here
-                w = self.matvec(self.precondition(basis[j]))
-                h = basis[: j + 1] @ w
-                w = w - basis[: j + 1].T @ h
-                h2 = basis[: j + 1] @ w  # second pass (CGS2): orthogonal to rounding level
-                w = w - basis[: j + 1].T @ h2
+                w = self.matvec(self.precondition(basis[j, :]))
+                h = basis[: j + 1, :] @ w
+                w = w - basis[: j + 1, :].T @ h
+                h2 = basis[: j + 1, :] @ w  # second pass (CGS2): orthogonal to rounding level
+                w = w - basis[: j + 1, :].T @ h2
                 column = backend.to_host(h + h2).astype(float)
-                norm_w = float(xp.linalg.norm(w))
+                norm_w = _norm(w)
                 hess[: j + 1, j] = column
                 hess[j + 1, j] = norm_w
                 if norm_w > 0:
-                    basis[j + 1] = w / norm_w
+                    basis[j + 1, :] = w / norm_w
                 for i in range(j):  # earlier rotations on the new column
                     a, c = hess[i, j], hess[i + 1, j]
                     hess[i, j], hess[i + 1, j] = cs[i] * a + sn[i] * c, -sn[i] * a + cs[i] * c
@@ -230,7 +250,7 @@ class GMRES:
                 if res <= self.tol or norm_w == 0.0:
                     break
             y = scipy.linalg.solve_triangular(hess[:j_used, :j_used], g[:j_used])
-            x = x + self.precondition(basis[:j_used].T @ xp.asarray(y))
+            x = x + self.precondition(basis[:j_used, :].T @ backend.from_host(y, like=b))
             if self.history[-1] <= self.tol:
                 self.converged = True
                 break

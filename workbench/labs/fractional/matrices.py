@@ -156,8 +156,11 @@ class CollocationOperator(LinearOperator):
     """A_n without the matrix: Toeplitz block by FFT (O(n log n)) plus the boundary strips.
 
     A SciPy :class:`~scipy.sparse.linalg.LinearOperator` (``A @ x``, ``A.T @ x``, SciPy Krylov
-    solvers). :meth:`apply` and :meth:`apply_transpose` take NumPy or CuPy vectors (the array's
-    own namespace); :meth:`cupy_operator` wraps them for ``cupyx.scipy.sparse.linalg``.
+    solvers). :meth:`apply` and :meth:`apply_transpose` take a vector of any array-API namespace
+    with the ``fft`` extension (NumPy, CuPy, ``array_api_strict`` in the tests) and compute in
+    it, on its device (the O(p n) strips and the Toeplitz symbol are copied there once per
+    device by :func:`workbench.backend.from_host`); :meth:`cupy_operator` wraps them for
+    ``cupyx.scipy.sparse.linalg``.
     """
 
     def __init__(self, intervals: int, alpha: float, degree: int, scaled: bool = False) -> None:
@@ -179,12 +182,14 @@ class CollocationOperator(LinearOperator):
         }
         self._device: dict[str, dict] = {}
 
-    def _arrays(self, xp) -> dict:
+    def _arrays(self, like) -> dict:
+        """The strips and symbol in ``like``'s namespace and on its device (cached)."""
+        xp = backend.get_namespace(like)
         if xp is np:
             return self._host
-        key = xp.__name__
+        key = f"{xp.__name__}:{getattr(like, 'device', '')}"
         if key not in self._device:
-            self._device[key] = {k: xp.asarray(v) for k, v in self._host.items()}
+            self._device[key] = {k: backend.from_host(v, like) for k, v in self._host.items()}
         return self._device[key]
 
     def _toeplitz(self, xp, arrays, x):
@@ -193,12 +198,12 @@ class CollocationOperator(LinearOperator):
         return y[: x.shape[0]]
 
     def apply(self, x):
-        """A x for a 1-D NumPy or CuPy vector (returns the same kind)."""
+        """A x for a 1-D vector of any array-API namespace (returns one of the same kind)."""
         xp = backend.get_namespace(x)
-        arrays = self._arrays(xp)
+        x = xp.reshape(xp.asarray(x, dtype=xp.float64), (-1,))
+        arrays = self._arrays(x)
         p, n = self.structure.degree, self.shape[0]
         b, m = p - 1, n - 2 * (p - 1)
-        x = xp.asarray(x, dtype=xp.float64).reshape(-1)
         xc = x[b : b + m]
         y = arrays["cols"] @ x[:b] + xp.flip(arrays["cols"] @ xp.flip(x)[:b])
         y[b : b + m] += self._toeplitz(xp, arrays, xc)
@@ -209,10 +214,10 @@ class CollocationOperator(LinearOperator):
     def apply_transpose(self, x):
         """Aᵀ x (the Toeplitz block is symmetric; the strips are transposed)."""
         xp = backend.get_namespace(x)
-        arrays = self._arrays(xp)
+        x = xp.reshape(xp.asarray(x, dtype=xp.float64), (-1,))
+        arrays = self._arrays(x)
         p, n = self.structure.degree, self.shape[0]
         b, m = p - 1, n - 2 * (p - 1)
-        x = xp.asarray(x, dtype=xp.float64).reshape(-1)
         y = xp.zeros_like(x)
         y[:b] = arrays["cols"].T @ x
         y[n - b :] = xp.flip(arrays["cols"].T @ xp.flip(x))
