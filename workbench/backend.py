@@ -76,6 +76,21 @@ def get_namespace(*arrays: Any, xp: Any = None) -> Any:
     return default_namespace()
 
 
+def namespace_or_numpy(*arrays: Any, xp: Any = None) -> Any:
+    """As :func:`get_namespace`, but NumPy when no input is an array (lists, scalars, xarray
+    objects): for functions whose host inputs must stay on the host instead of moving to the
+    process default device.
+
+    >>> namespace_or_numpy([1.0, 2.0]) is np
+    True
+    """
+    if xp is not None:
+        return xp
+    if any(_namespace_of(a) is not None for a in arrays):
+        return get_namespace(*arrays)
+    return np
+
+
 def _namespace_of(array: Any) -> Any:
     if isinstance(array, np.ndarray | np.generic):
         return np

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from workbench import backend
 from workbench.blas import single_blas_thread
 from workbench.study import StudyInputError
 
@@ -80,13 +82,16 @@ def rope_tables(head_dim: int, positions: int, base: float = 10000.0):
     return f32(np.cos(angles)), f32(np.sin(angles))
 
 
-def apply_rope(x, base: float = 10000.0, xp=np):
+def apply_rope(x, base: float = 10000.0, xp=None):
     """Rotate adjacent channel pairs (2i, 2i+1) of ``x[..., token, channel]`` by position·θ_i.
 
     glassllm's convention: (x₀, x₁) → (x₀ cos − x₁ sin, x₀ sin + x₁ cos), positions from 0.
+    Computes in ``x``'s namespace and device (any array-API namespace; the angle tables are
+    made on the host and cross :func:`workbench.backend.from_host`).
     """
+    xp = backend.namespace_or_numpy(x, xp=xp)
     tokens, d = x.shape[-2], x.shape[-1]
-    cos, sin = (xp.asarray(t) for t in rope_tables(d, tokens, base))
+    cos, sin = (backend.from_host(t, like=x) for t in rope_tables(d, tokens, base))
     even, odd = x[..., 0::2], x[..., 1::2]
     out = xp.empty_like(x)
     out[..., 0::2] = even * cos - odd * sin
@@ -414,18 +419,23 @@ def _synthetic(
     return ds
 
 
-def attention(q_rope, k_rope, v, xp=np):
-    """Causal grouped-query attention softmax(QKᵀ/√d + M) V per query head (glassllm ``attn.mix``)."""
+def attention(q_rope, k_rope, v, xp=None):
+    """Causal grouped-query attention softmax(QKᵀ/√d + M) V per query head (glassllm ``attn.mix``).
+
+    Computes in the inputs' namespace and device (any array-API namespace; the causal mask is
+    made on the host and crosses :func:`workbench.backend.from_host`).
+    """
+    xp = backend.namespace_or_numpy(q_rope, k_rope, v, xp=xp)
     repeat = q_rope.shape[-3] // k_rope.shape[-3]
     k_all = xp.repeat(k_rope, repeat, axis=-3)
     v_all = xp.repeat(v, repeat, axis=-3)
-    scores = q_rope @ k_all.swapaxes(-1, -2) / np.sqrt(q_rope.shape[-1])
+    scores = q_rope @ xp.moveaxis(k_all, -1, -2) / math.sqrt(q_rope.shape[-1])
     t = scores.shape[-1]
-    scores = xp.where(xp.asarray(np.triu(np.ones((t, t), dtype=bool), 1)), -xp.inf, scores)
-    scores = scores - scores.max(axis=-1, keepdims=True)
+    mask = backend.from_host(np.triu(np.ones((t, t), dtype=bool), 1), like=scores)
+    scores = xp.where(mask, -math.inf, scores)
+    scores = scores - xp.max(scores, axis=-1, keepdims=True)
     p = xp.exp(scores)
-    p /= p.sum(axis=-1, keepdims=True)
-    return p @ v_all
+    return (p / xp.sum(p, axis=-1, keepdims=True)) @ v_all
 
 
 # ================================================================================================

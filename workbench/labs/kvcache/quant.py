@@ -18,6 +18,12 @@ Options (all vectorised over a 1-D sequence of bit-widths, which becomes a leadi
 * ``zero_point``: ``"float"`` (this lab's default: the offset α is stored as a float, so any
   range is represented) or ``"integer"`` (CSKV's code: z = round(−α/S) clamped to [0, 2^b − 1],
   which clips groups that do not contain 0; on U(0.5, 1.5) this costs far more than S/2).
+
+:func:`quantize`, :func:`quantize_cells` and :func:`sqnr_db` compute in the namespace of their
+array input (NumPy, CuPy, any array-API namespace such as ``array_api_strict`` in the tests),
+on its device: host-made arrays (levels, stochastic-rounding noise) cross the named boundary
+:func:`workbench.backend.from_host`. Percentile clipping uses the namespace's ``quantile``
+where it has one (NumPy, CuPy) and a sort-based one with NumPy's "linear" rule elsewhere.
 """
 
 from __future__ import annotations
@@ -40,11 +46,35 @@ MSE_SHRINKS = np.linspace(0.3, 1.0, 36)
 
 
 def _namespace(x: Any, xp: Any = None):
-    if xp is not None:
-        return xp
-    if hasattr(x, "__cuda_array_interface__"):
-        return backend.get_namespace()
-    return np
+    """``xp``, else the namespace of array ``x``; NumPy for lists and scalars (never the
+    process default: host data stays on the host)."""
+    return backend.namespace_or_numpy(x, xp=xp)
+
+
+def _concat(xp: Any, arrays: list, axis: int) -> Any:
+    """``concat`` of the array API (NumPy ≥ 2, array_api_strict), ``concatenate`` in CuPy."""
+    join = getattr(xp, "concat", None) or xp.concatenate
+    return join(arrays, axis=axis)
+
+
+def _quantile(xp: Any, a: Any, q: float) -> Any:
+    """The q-quantile over the last axis, kept as a length-1 axis, NumPy's "linear" rule.
+
+    The array API has no ``quantile``: elsewhere the last axis is sorted and the order
+    statistics around the virtual index i = q (n − 1) are interpolated as NumPy's ``_lerp``
+    does (a + (b − a) t for t < ½, b − (b − a)(1 − t) above), so the values agree to rounding.
+    """
+    if hasattr(xp, "quantile"):
+        return xp.quantile(a, q, axis=-1, keepdims=True)
+    n = a.shape[-1]
+    ordered = xp.sort(a, axis=-1)
+    index = q * (n - 1)
+    lo = int(np.floor(index))
+    hi = min(lo + 1, n - 1)
+    t = index - lo
+    a_lo, a_hi = ordered[..., lo : lo + 1], ordered[..., hi : hi + 1]
+    diff = a_hi - a_lo
+    return a_lo + diff * t if t < 0.5 else a_hi - diff * (1.0 - t)
 
 
 def check_bits(bits: Any) -> tuple[np.ndarray, bool]:
@@ -68,7 +98,7 @@ def _groups(x, axis: int | None, group_size: int | None, xp):
     than ``g`` is padded by repeating its final element, which leaves its min and max unchanged.
     """
     if axis is None:
-        moved = x.reshape(1, -1)
+        moved = xp.reshape(x, (1, -1))
     else:
         if not -x.ndim <= axis < x.ndim:
             raise StudyInputError(f"axis {axis} is out of range for a {x.ndim}-D array")
@@ -81,15 +111,15 @@ def _groups(x, axis: int | None, group_size: int | None, xp):
     n_groups = -(-n // g)
     pad = n_groups * g - n
     if pad:
-        moved = xp.concatenate([moved, xp.repeat(moved[..., -1:], pad, axis=-1)], axis=-1)
-    return moved.reshape(*moved.shape[:-1], n_groups, g), n
+        moved = _concat(xp, [moved, xp.repeat(moved[..., -1:], pad, axis=-1)], axis=-1)
+    return xp.reshape(moved, (*moved.shape[:-1], n_groups, g)), n
 
 
 def _ungroup(y, shape_moved_n: int, x_shape, axis, xp, lead: int):
     """Inverse of :func:`_groups` for a result with ``lead`` extra leading axes (bits)."""
-    y = y.reshape(*y.shape[:-2], y.shape[-2] * y.shape[-1])[..., :shape_moved_n]
+    y = xp.reshape(y, (*y.shape[:-2], y.shape[-2] * y.shape[-1]))[..., :shape_moved_n]
     if axis is None:
-        return y.reshape(*y.shape[:lead], *x_shape)
+        return xp.reshape(y, (*y.shape[:lead], *x_shape))
     return xp.moveaxis(y, -1, axis + lead if axis >= 0 else axis)
 
 
@@ -98,13 +128,13 @@ def _apply(xg, lo, hi, levels, rounding: str, zero_point: str, noise, xp):
     span = hi - lo
     scale = xp.where(span > 0, span / levels, 1.0)  # a constant group is represented exactly
     if zero_point == "integer":
-        z = xp.clip(xp.rint(-lo / scale), 0, levels)
+        z = xp.clip(xp.round(-lo / scale), 0, levels)
         t = xg / scale
-        q = xp.rint(t) if noise is None else xp.floor(t + noise)
+        q = xp.round(t) if noise is None else xp.floor(t + noise)
         q = xp.clip(q + z, 0, levels)
         return scale * (q - z)
     t = (xg - lo) / scale
-    q = xp.rint(t) if noise is None else xp.floor(t + noise)
+    q = xp.round(t) if noise is None else xp.floor(t + noise)
     return lo + scale * xp.clip(q, 0, levels)
 
 
@@ -178,21 +208,21 @@ def quantize(
     if not bool(xp.all(xp.isfinite(x))):
         raise StudyInputError("x contains NaN or infinite values")
     xg, n = _groups(x, axis, group_size, xp)
-    levels = xp.asarray((2.0**b - 1.0).reshape((-1,) + (1,) * xg.ndim))
+    levels = backend.from_host((2.0**b - 1.0).reshape((-1,) + (1,) * xg.ndim), like=x)
 
     if symmetric:
         mag = xp.abs(xg)
         a = (
-            mag.max(axis=-1, keepdims=True)
+            xp.max(mag, axis=-1, keepdims=True)
             if clip != "percentile"
-            else xp.quantile(mag, percentile / 100.0, axis=-1, keepdims=True)
+            else _quantile(xp, mag, percentile / 100.0)
         )
         lo, hi = -a, a
     elif clip == "percentile":
-        lo = xp.quantile(xg, 1.0 - percentile / 100.0, axis=-1, keepdims=True)
-        hi = xp.quantile(xg, percentile / 100.0, axis=-1, keepdims=True)
+        lo = _quantile(xp, xg, 1.0 - percentile / 100.0)
+        hi = _quantile(xp, xg, percentile / 100.0)
     else:
-        lo, hi = xg.min(axis=-1, keepdims=True), xg.max(axis=-1, keepdims=True)
+        lo, hi = xp.min(xg, axis=-1, keepdims=True), xp.max(xg, axis=-1, keepdims=True)
     if not symmetric and clip == "percentile":
         xg_in = xp.clip(xg, lo, hi)  # values beyond the clipped range saturate
     else:
@@ -200,15 +230,15 @@ def quantize(
 
     noise = None
     if rounding == "stochastic":
-        noise = xp.asarray(np.random.default_rng(seed).random(xg.shape))
+        noise = backend.from_host(np.random.default_rng(seed).random(xg.shape), like=x)
 
     if clip == "mse":
         centre, half = (hi + lo) / 2.0, (hi - lo) / 2.0
         best = best_err = None
-        for c in MSE_SHRINKS:
+        for c in MSE_SHRINKS.tolist():  # Python floats: a NumPy scalar would pull x to the host
             lo_c, hi_c = centre - c * half, centre + c * half
             y = _apply(xp.clip(xg, lo_c, hi_c), lo_c, hi_c, levels, rounding, zero_point, noise, xp)
-            err = ((y - xg) ** 2).sum(axis=-1, keepdims=True)
+            err = xp.sum((y - xg) ** 2, axis=-1, keepdims=True)
             if best is None:
                 best, best_err = y, err
             else:
@@ -219,7 +249,7 @@ def quantize(
     else:
         y = _apply(xg_in, lo, hi, levels, rounding, zero_point, noise, xp)
     out = _ungroup(y, n, x.shape, axis, xp, lead=1)
-    return out[0] if scalar else out
+    return out[0, ...] if scalar else out
 
 
 def quantize_cells(x: Any, bits: int | Sequence[int], lo: float = -1.0, hi: float = 1.0, xp=None):
@@ -230,25 +260,28 @@ def quantize_cells(x: Any, bits: int | Sequence[int], lo: float = -1.0, hi: floa
     xp = _namespace(x, xp)
     b, scalar = check_bits(bits)
     x = xp.asarray(x, dtype=xp.float64)
-    cells = xp.asarray((2.0**b).reshape((-1,) + (1,) * x.ndim))
+    cells = backend.from_host((2.0**b).reshape((-1,) + (1,) * x.ndim), like=x)
     step = (hi - lo) / cells
     k = xp.clip(xp.floor((x - lo) / step), 0, cells - 1)
     out = lo + step * (k + 0.5)
-    return out[0] if scalar else out
+    return out[0, ...] if scalar else out
 
 
 def sqnr_db(x: Any, x_hat: Any):
     """Signal-to-quantization-noise ratio 10 log10(Σ x² / Σ (x − x̂)²) in dB.
 
     ``x_hat`` may carry extra leading axes (e.g. one per bit-width): then an array of SQNRs over
-    those axes is returned. Exact reconstruction gives +inf.
+    those axes is returned (on the host). Exact reconstruction gives +inf. ``x`` and ``x_hat``
+    must share a namespace (TypeError otherwise; lists are taken into ``x_hat``'s).
     """
     xp = _namespace(x_hat)
+    if hasattr(x, "__array_namespace__"):
+        backend.get_namespace(x, x_hat)  # TypeError when the two live in different namespaces
     x = xp.asarray(x, dtype=xp.float64)
     x_hat = xp.asarray(x_hat, dtype=xp.float64)
     axes = tuple(range(x_hat.ndim - x.ndim, x_hat.ndim))
-    signal = float((x * x).sum())
-    noise = ((x_hat - x) ** 2).sum(axis=axes)
+    signal = float(xp.sum(x * x))
+    noise = xp.sum((x_hat - x) ** 2, axis=axes)
     with np.errstate(divide="ignore"):
         out = 10.0 * np.log10(signal / backend.to_host(noise))
     return float(out) if np.ndim(out) == 0 else out
