@@ -380,20 +380,7 @@ def shown_if(present: bool, *layers: Any) -> list[Any]:
 
     Keeping the layer in both states keeps the overlay's structure fixed, so a live dashboard
     patches the figure in place when a knob crosses a phase boundary instead of building a new
-    Bokeh plot (apps/live.py: a rebuild cost ~0.5 s of event loop per panel). The legend entry of
-    a hidden layer is hidden with it (:func:`hide_legend_of_hidden`, put it in the overlay's
-    ``hooks``), so a phase's legend names only what it shows.
+    Bokeh plot (apps/live.py: a rebuild cost ~0.5 s of event loop per panel). HoloViews leaves a
+    hidden layer out of the legend, so a phase's legend names only what it shows.
     """
     return [layer.opts(visible=bool(present)) for layer in layers]
-
-
-def hide_legend_of_hidden(plot: Any, element: Any) -> None:
-    """HoloViews hook: a legend item shows only while one of its renderers is visible.
-
-    Bokeh greys out, but still lists, the item of a hidden renderer; HoloViews reruns hooks after
-    every in-place update, so the legend follows :func:`shown_if` as the phase changes."""
-    for legend in getattr(plot.state, "legend", []):
-        for item in legend.items:
-            shown = any(getattr(r, "visible", True) for r in item.renderers)
-            if item.visible != shown:
-                item.visible = shown

@@ -19,7 +19,6 @@ from workbench.plots import (
     PALETTE,
     THEORY_STYLE,
     distribution,
-    hide_legend_of_hidden,
     marker_line,
     shown_if,
 )
@@ -76,9 +75,7 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
             color=PALETTE[1], **THEORY_STYLE
         ),
     )
-    return hv.Overlay(layers).opts(
-        title=title, logx=True, logy=True, ylabel="K^(l)", hooks=[hide_legend_of_hidden], **_OPTS
-    )
+    return hv.Overlay(layers).opts(title=title, logx=True, logy=True, ylabel="K^(l)", **_OPTS)
 
 
 def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
@@ -109,9 +106,7 @@ def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
     if ordered:
         # Values go in the title: a legend label is what keeps a glyph patched in place.
         title += f", c* = {a['c_star']:.4f}"
-    return hv.Overlay(layers).opts(
-        title=title, logx=True, logy=True, hooks=[hide_legend_of_hidden], **_OPTS
-    )
+    return hv.Overlay(layers).opts(title=title, logx=True, logy=True, **_OPTS)
 
 
 def phase_diagram(
