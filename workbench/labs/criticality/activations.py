@@ -23,6 +23,7 @@ the 81 × 81 tensor rule; measured for tanh against nested SciPy ``quad``: ~3e-1
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 
 import numpy as np
@@ -121,6 +122,35 @@ def check_activation(activation: str) -> str:
 def sigma(activation: str, z, derivative: int = 0):
     """σ(z), σ'(z) or σ''(z) (``derivative`` = 0, 1, 2) elementwise."""
     return _FUNCTIONS[check_activation(activation)](np.asarray(z, dtype=float))[derivative]
+
+
+def sigma_on(activation: str, z, xp):
+    """σ(z) elementwise in namespace ``xp``, on ``z``'s device (the Monte-Carlo's device path).
+
+    Array-API formulas: ReLU max(z, 0), tanh, linear z, sigmoid by the overflow-free
+    s = 1/(1 + e^{−z}) (z ≥ 0), e^{z}/(1 + e^{z}) (z < 0) with e^{−|z|} computed once, SiLU z·s.
+    GELU z Φ(z) needs the normal CDF, which the array API lacks: CuPy takes
+    ``cupyx.scipy.special.ndtr``, other namespaces get a TypeError naming this function. NumPy
+    callers use :func:`sigma` (SciPy's ``expit``/``ndtr``).
+    """
+    key = check_activation(activation)
+    if key == "relu":
+        return xp.maximum(z, 0.0)
+    if key == "tanh":
+        return xp.tanh(z)
+    if key == "linear":
+        return z
+    if key in ("sigmoid", "silu"):
+        e = xp.exp(-xp.abs(z))
+        s = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return s if key == "sigmoid" else z * s
+    if xp.__name__.split(".")[0] == "cupy":
+        special = importlib.import_module("cupyx.scipy.special")
+        return z * special.ndtr(z)
+    raise TypeError(
+        f"sigma_on(activation='GELU') needs the normal CDF (ndtr), which {xp.__name__} lacks: "
+        "run GELU networks with NumPy or CuPy arrays"
+    )
 
 
 @functools.cache

@@ -13,10 +13,12 @@ of O(S n² L) random numbers, the same distribution.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from workbench.backend import get_namespace, to_host
-from workbench.labs.criticality.activations import check_activation, sigma
+from workbench.labs.criticality.activations import check_activation, sigma, sigma_on
 from workbench.study import StudyInputError, checkpoint
 
 #: Largest weight stack per chunk (bytes); one layer of a chunk of networks.
@@ -70,19 +72,28 @@ def run_networks(
     seed: int = 0,
     k0: float = 1.0,
     xp=None,
+    device=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real networks, batched: (z^(depth) of shape (networks, n), m2, m4 of shape (networks, depth)).
 
     ``m2[s, l-1]`` and ``m4[s, l-1]`` are network s's unit-averaged z², z⁴ at layer l, so the
     kurtosis at every layer (and its error over networks) comes from one run.
+
+    ``xp`` (default: the process default, NumPy or CuPy) and ``device`` (an array-API device;
+    default ``xp``'s own) say where the layers are computed: any array-API namespace, with σ
+    applied there (:func:`~.activations.sigma_on`; GELU only on NumPy and CuPy). Weights are
+    drawn on the host by NumPy's seeded generator, so every namespace sees the same networks,
+    and cross to the device once per layer (``xp.asarray``); per-layer moments and the last
+    layer come back by :func:`workbench.backend.to_host`. Results are NumPy arrays.
     """
     _check(activation, cw, cb, k0)
     check_budget(width, depth, networks)
     xp = xp or get_namespace()
+    on = {} if device is None else {"device": device}
     width, depth, networks = int(width), int(depth), int(networks)
     rng = np.random.default_rng(seed)
     chunk = chunk_size(width, networks)
-    scale = np.sqrt(cw / width)
+    scale, bias_scale = math.sqrt(cw / width), math.sqrt(cb)  # Python floats: no NumPy pull
     x = np.full(width, np.sqrt(k0))
     z_out = np.empty((networks, width))
     m2 = np.empty((networks, depth))
@@ -90,15 +101,16 @@ def run_networks(
     for start in range(0, networks, chunk):
         stop = min(start + chunk, networks)
         c = stop - start
-        h = xp.asarray(np.broadcast_to(x, (c, width))[..., None])
+        h = xp.asarray(np.broadcast_to(x, (c, width))[..., None], **on)
         for layer in range(depth):
-            w = xp.asarray(rng.standard_normal((c, width, width))) * scale
-            b = xp.asarray(rng.standard_normal((c, width, 1))) * np.sqrt(cb)
+            w = xp.asarray(rng.standard_normal((c, width, width)), **on) * scale
+            b = xp.asarray(rng.standard_normal((c, width, 1)), **on) * bias_scale
             z = xp.matmul(w, h) + b
             z2 = z[..., 0] ** 2
             m2[start:stop, layer] = to_host(xp.mean(z2, axis=1))
             m4[start:stop, layer] = to_host(xp.mean(z2 * z2, axis=1))
-            h = xp.asarray(sigma(activation, to_host(z))) if xp is not np else sigma(activation, z)
+            # σ where z lives (it used to make a host round trip of the whole stack per layer).
+            h = sigma(activation, z) if xp is np else sigma_on(activation, z, xp)
         z_out[start:stop] = to_host(z[..., 0])
         checkpoint()
     return z_out, m2, m4
