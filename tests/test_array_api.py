@@ -226,3 +226,48 @@ def test_rope_and_attention():
     assert_close(mix, kvdata.attention(q, k, v), atol=1e-14)
     with pytest.raises(TypeError, match="different namespaces"):
         kvdata.attention(on_device(q), k, v)
+
+
+# --- the same paths on CuPy (run where a device is lent; skipped elsewhere) --------------------
+@pytest.mark.gpu
+def test_generic_paths_on_cupy(cupy_backend):
+    """What the strict runs stand in for: every generic path above on a real device, including
+    the pieces strict cannot run (GELU through cupyx's ndtr, CuPy's own quantile)."""
+    cp = cupy_backend
+
+    def on_gpu(result):
+        assert type(result).__module__.startswith("cupy")
+        return cp.asnumpy(result)
+
+    for activation in ("tanh", "sigmoid", "silu", "gelu"):
+        args = (activation, 1.5, 0.1, 16, 3, 120)
+        expected = cr.run_networks(*args, seed=1)
+        for got, ref in zip(cr.run_networks(*args, seed=1, xp=cp), expected, strict=True):
+            np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    op = fr.collocation_operator(256, 1.5, 3)
+    x = np.random.default_rng(5).standard_normal(op.shape[0])
+    for name in fr.krylov.PRECONDITIONERS:
+        pre = fr.Preconditioner(op, name)
+        ref = pre.inverse(x)
+        np.testing.assert_allclose(
+            on_gpu(pre.inverse(cp.asarray(x))), ref, atol=1e-12 * abs(ref).max()
+        )
+        run = fr.GMRES(op.apply, cp.asarray(x), pre.inverse, tol=1e-10, maxiter=400).run()
+        assert run.converged and type(run.solution).__module__.startswith("cupy")
+    cache = np.random.default_rng(12).standard_normal((96, 40))
+    for options in (
+        {"clip": "percentile", "axis": 0},
+        {"clip": "mse"},
+        {"rounding": "stochastic", "seed": 4},
+    ):
+        got = on_gpu(kv.quantize(cp.asarray(cache), [2, 4, 8], **options))
+        np.testing.assert_allclose(got, kv.quantize(cache, [2, 4, 8], **options), atol=1e-12)
+    rng = np.random.default_rng(8)
+    q, k, v = (rng.standard_normal(shape) for shape in ((4, 12, 8), (2, 12, 8), (2, 12, 8)))
+    mix = on_gpu(kvdata.attention(*(cp.asarray(a) for a in (kvdata.apply_rope(q), k, v))))
+    np.testing.assert_allclose(mix, kvdata.attention(kvdata.apply_rope(q), k, v), atol=1e-12)
+    query, data = np.random.default_rng(3).standard_normal((2, 300, 5))
+    hs = np.array([0.15, 0.4, 1.0, 3.0])
+    got = estimator.kde_summary(cp.asarray(query), cp.asarray(data), hs, method="exact")
+    ref = estimator.kde_summary(query, data, hs, method="exact")
+    np.testing.assert_allclose(got["log_density"], ref["log_density"], rtol=1e-12)
