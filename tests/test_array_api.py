@@ -160,6 +160,14 @@ def test_dst1_equals_scipy(operator):
     assert_close(got, fr.krylov.dst1(x), atol=1e-13)
 
 
+def test_solve_takes_a_namespace():
+    """The public entry point: ``solve(..., xp=...)`` builds f(τ) in that namespace."""
+    got, ref = fr.solve(64, 1.5, 3, xp=strict), fr.solve(64, 1.5, 3)
+    assert int(got.iterations) == int(ref.iterations)
+    np.testing.assert_allclose(got.solution, ref.solution, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(float(got.max_error), float(ref.max_error), rtol=1e-9)
+
+
 # --- criticality: the batched Monte-Carlo ------------------------------------------------------
 @pytest.mark.parametrize("activation", ["tanh", "relu", "linear", "sigmoid", "silu"])
 def test_monte_carlo_on_the_device(activation):
