@@ -118,6 +118,12 @@ def test_a_hooked_marker_stays_one_glyph_through_in_place_updates():
         ("kvcache", "bits", 3),
         ("criticality", "depth", 40),
         ("criticality", "rho0", 0.6),
+        # Not cheap, but numbers belong in titles there too: every panel keeps its layers.
+        ("criticality", "cw", 1.01),
+        ("fractional", "degree", 4),
+        ("fractional", "alpha", 1.55),
+        ("fractional", "intervals", 96),
+        ("fractional", "preconditioner", "laplacian"),
     ],
 )
 def test_a_cheap_knob_move_patches_every_panel_in_place(lab, knob, value):

@@ -154,7 +154,11 @@ def error_curve(
     title: str = "",
     underlay: Any = None,
 ):
-    """Log–log error curves with the fitted slope of each printed in its legend label.
+    """Log–log error curves with the fitted slope of each printed in the title.
+
+    The slopes go in the title, not the legend: a legend label that carries a number changes
+    with every knob move, and a live dashboard must then build a new plot instead of patching
+    the data (apps/live.py).
 
     ``theory_slopes`` maps a label (e.g. ``"N^-2"``) to a slope; each is drawn as a dashed
     reference line through the first point of the ``anchor`` curve (default: the first curve),
@@ -162,11 +166,14 @@ def error_curve(
     colour (it is that curve's target).
     """
     x = to_host(x).astype(float)
-    labelled, named = {}, {}
+    labelled, named, slopes = {}, {}, []
     for label, y in errors.items():
         text, _ = fitted_slope_label(x, y)
-        named[label] = f"{label} ({text})"
-        labelled[named[label]] = y
+        slopes.append(text if len(errors) == 1 else f"{label}: {text}")
+        named[label] = label
+        labelled[label] = y
+    if slopes:
+        title = f"{title}; {', '.join(slopes)}" if title else ", ".join(slopes)
     theory = {}
     if theory_slopes and errors:
         ref = to_host(errors[anchor] if anchor else next(iter(errors.values()))).astype(float)

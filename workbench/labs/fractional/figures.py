@@ -21,6 +21,7 @@ from workbench.plots import (
     THEORY_STYLE,
     curve_family,
     error_curve,
+    shown_if,
 )
 
 PRECONDITIONER_NAMES = {
@@ -48,15 +49,17 @@ def symbol_with_eigenvalues(spec: xr.Dataset) -> hv.Overlay:
             color=PALETTE[0], size=4, **FRAMEWISE
         ),
     ]
-    if out.any():
-        layers.append(
-            hv.Scatter((theta[out], lam[out]), "θ", "value", label=f"outliers ({out.sum()})").opts(
-                color="red", marker="x", size=12, line_width=2, **FRAMEWISE
-            )
-        )
+    # Always the same three layers (no outliers: hidden), the count in the title: a degree or
+    # size move then patches this panel in place (plots.shown_if, apps/live.py).
+    layers += shown_if(
+        bool(out.any()),
+        hv.Scatter((theta[out], lam[out]), "θ", "value", label="outliers").opts(
+            color="red", marker="x", size=12, line_width=2, **FRAMEWISE
+        ),
+    )
     title = (
         f"p = {a['degree']}, α = {a['alpha']:g}, N = {a['intervals']}: "
-        f"max |λ − f| = {a['max_deviation_inliers']:.3g} (inliers)"
+        f"max |λ − f| = {a['max_deviation_inliers']:.3g}, {int(out.sum())} outliers"
     )
     return hv.Overlay(layers).opts(
         title=title,
@@ -70,15 +73,27 @@ def symbol_with_eigenvalues(spec: xr.Dataset) -> hv.Overlay:
 
 
 def symbol_at_pi(ds: xr.Dataset, current: tuple[float, int] | None = None) -> hv.Overlay:
-    """f_{α,p}(π) vs p for several α (log y): the high-frequency value falls with p."""
-    curves = {f"α = {a:g}": ds.symbol_pi.sel(alpha=a).values for a in ds.alpha.values}
-    here = None
-    if current is not None:
+    """f_{α,p}(π) vs p for several α (log y): the high-frequency value falls with p.
+
+    With ``current = (α, p)``: the reference α values (those of ``ds`` other than the current
+    one; ``FractionalStudy.symbol_vs_degree`` gives 1.1, 1.5, 2 and yours) are labelled by value,
+    the current α is "your α" (its value in the title) and the current p is marked. The layers
+    are then the same whatever α is, so an α move patches the panel in place (apps/live.py).
+    """
+    alphas = [float(a) for a in ds.alpha.values]
+    here, title = None, "Symbol at π: falls faster as α → 1"
+    if current is None:
+        curves = {f"α = {a:g}": ds.symbol_pi.sel(alpha=a).values for a in alphas}
+    else:
         a, p = current
+        reference = [v for v in alphas if not np.isclose(v, a)] if len(alphas) > 3 else alphas
+        curves = {f"α = {v:g}": ds.symbol_pi.sel(alpha=v).values for v in reference}
+        curves["your α"] = ds.symbol_pi.sel(alpha=a, method="nearest").values
         value = float(ds.symbol_pi.sel(alpha=a, degree=p, method="nearest"))
         here = hv.Points([(p, value)], ["spline degree p", "f(π)"], label="current").opts(
             color=HERE_COLOUR, marker="x", size=14, line_width=3
         )
+        title = f"Symbol at π (your α = {a:g}): falls faster as α → 1"
     # The marker goes in as ``extra``: ``fig * marker`` would drop the log axis and the title.
     return curve_family(
         ds.degree.values,
@@ -86,7 +101,7 @@ def symbol_at_pi(ds: xr.Dataset, current: tuple[float, int] | None = None) -> hv
         xlabel="spline degree p",
         ylabel="f(π)",
         logy=True,
-        title="Symbol at π: falls faster as α → 1",
+        title=title,
         extra=here,
     )
 
@@ -98,24 +113,27 @@ def condition_numbers(ds: xr.Dataset) -> hv.Overlay:
     alpha = ds.attrs["alpha"]
     exact = ds.exact.values.astype(bool)
     label = "cond₂(A_n)"  # the fitted exponent goes in the title: a short legend leaves room
-    estimated = None
-    if (~exact).any():
-        estimated = hv.Scatter((n[~exact], cond[~exact]), "unknowns n", "cond₂(A_n)").opts(
+    # The estimates' layer is always there (hidden when every point is an SVD) and α sits in
+    # the title, so the panel keeps its layers and is patched in place (apps/live.py).
+    (estimated,) = shown_if(
+        bool((~exact).any()),
+        hv.Scatter((n[~exact], cond[~exact]), "unknowns n", "cond₂(A_n)").opts(
             color="white", line_color=PALETTE[0], size=8, **FRAMEWISE
-        )
+        ),
+    )
     return curve_family(
         n,
         {label: cond},
         xlabel="unknowns n",
         ylabel="cond₂(A_n)",
-        theory={f"n^α (α = {alpha:g})": (n, cond[0] * (n / n[0]) ** alpha)},
+        theory={"n^α": (n, cond[0] * (n / n[0]) ** alpha)},
         logx=True,
         logy=True,
         title=(
-            f"cond ~ n^{ds.attrs['growth_exponent']:.3f}, p = {ds.attrs['degree']}: "
-            "SVD (filled), estimate (open)"
+            f"cond ~ n^{ds.attrs['growth_exponent']:.3f}, α = {alpha:g}, p = {ds.attrs['degree']}: "
+            "SVD filled, estimate open"
         ),
-        pair={f"n^α (α = {alpha:g})": label},
+        pair={"n^α": label},
         extra=estimated,
     )
 
@@ -123,14 +141,14 @@ def condition_numbers(ds: xr.Dataset) -> hv.Overlay:
 def errors(ds: xr.Dataset) -> hv.Overlay:
     """Max-norm error vs N with fitted rates and the paper's line (p + 2 − α or p + 1 − α)."""
     a = ds.attrs
-    rates = ", ".join(f"{r:.2f}" for r in ds.rate.values[:-1])
     return error_curve(
         ds.intervals.values,
-        {f"p = {a['degree']}": ds.max_error.values},
+        {"‖u_h − u‖_∞": ds.max_error.values},
         xlabel="intervals N",
         ylabel="‖u_h − u‖_∞",
-        theory_slopes={f"paper: N^-{a['paper_rate']:g}": -a["paper_rate"]},
-        title=f"Max-norm error, α = {a['alpha']:g}; rates {rates}",
+        theory_slopes={"paper's rate": -a["paper_rate"]},
+        # error_curve appends the fitted slope; the successive rates are in ds.rate.
+        title=f"Max error, p = {a['degree']}, α = {a['alpha']:g}: paper N^-{a['paper_rate']:g}",
     )
 
 
@@ -138,18 +156,25 @@ def residual_histories(
     histories: Mapping[str, Sequence[float]], title: str = "GMRES convergence"
 ) -> hv.Overlay:
     """Relative residual vs iteration (log y), one curve per preconditioner (streams append)."""
-    layers = []
+    layers, counts = [], []
     for i, (name, res) in enumerate(histories.items()):
         res = np.asarray(res, dtype=float)
         res = res[np.isfinite(res)]
-        label = f"{PRECONDITIONER_NAMES.get(name, name)} ({max(res.size - 1, 0)} it.)"
+        # The count goes in the title: a label that changes with each iteration would make the
+        # streamed panel rebuild on every tick instead of appending in place (apps/live.py).
+        name = PRECONDITIONER_NAMES.get(name, name)
+        size = max(res.size - 1, 0)
+        # One run (the dashboard's live solve): its preconditioner goes in the title too, so a
+        # preconditioner move keeps the panel's one layer and patches it in place.
+        label = "GMRES residual" if len(histories) == 1 else name
+        counts.append(f"{name}, {size} it." if len(histories) == 1 else f"{name} {size} it.")
         layers.append(
             hv.Curve(
                 (np.arange(res.size), res), "iteration", "relative residual", label=label
             ).opts(color=PALETTE[i % len(PALETTE)], logy=True, **FRAMEWISE)
         )
     return hv.Overlay(layers).opts(
-        title=title,
+        title=f"{title}: {', '.join(counts)}" if counts else title,
         logy=True,
         xlabel="iteration",
         ylabel="‖b − A x_k‖/‖b‖",
