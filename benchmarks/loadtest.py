@@ -38,6 +38,7 @@ Run::
     python benchmarks/loadtest.py                      # 30 sessions x 50 changes, five labs
     python benchmarks/loadtest.py --soak 200           # open/close 200 sessions, memory, leaks
     python benchmarks/loadtest.py --url http://127.0.0.1:5006 --sessions 10 --changes 20
+    python benchmarks/loadtest.py --think 5 --changes 20   # a class: a move every ~5 s each
 
 No assertions (``tests/test_load.py`` has the bounded, asserted version).
 """
@@ -50,6 +51,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
@@ -654,6 +656,7 @@ async def _load(
     timeout: float,
     quiet: float,
     budget_s: float | None,
+    think_s: float = 0.0,
 ) -> LoadResult:
     loop = asyncio.get_running_loop()
     cpu0 = time.process_time()
@@ -684,13 +687,19 @@ async def _load(
     t1 = time.perf_counter()
     deadline = t1 + budget_s if budget_s else float("inf")
 
-    async def drive(session: Session) -> None:
+    async def drive(session: Session, seed: int) -> None:
+        # A person watches the plots between moves: with ``think_s``, each session waits an
+        # exponential time of that mean (seeded per session, so runs repeat) before each change,
+        # starting at a random point of its first wait so thirty sessions do not move at once.
+        pause = random.Random(seed)
         for k in range(changes):
+            if think_s > 0:
+                await asyncio.sleep(pause.expovariate(1.0 / think_s))
             if session.dropped or time.perf_counter() >= deadline:
                 return
             await session.change(k, quiet)
 
-    await asyncio.gather(*(drive(s) for s in pages if not s.dropped))
+    await asyncio.gather(*(drive(s, i) for i, s in enumerate(pages) if not s.dropped))
     change_s = time.perf_counter() - t1
     await asyncio.gather(*(s.close() for s in pages))
     stop.set()
@@ -735,13 +744,16 @@ def run_load(
     timeout: float = 120.0,
     quiet: float = 0.3,
     budget_s: float | None = None,
+    think_s: float = 0.0,
 ) -> LoadResult:
     """``sessions`` concurrent sessions over ``labs``, ``changes`` knob changes each.
 
     Every page is built before the first change (all sessions are then open at once); with
-    ``budget_s``, no change starts later than that many seconds after the first one.
+    ``budget_s``, no change starts later than that many seconds after the first one. With
+    ``think_s`` > 0 each session pauses a random time of that mean before each change (a person
+    reading the plots); 0 sends each change as soon as the previous one settled (saturation).
     """
-    return _run(_load(server, sessions, changes, labs, timeout, quiet, budget_s))
+    return _run(_load(server, sessions, changes, labs, timeout, quiet, budget_s, think_s))
 
 
 # --- the soak --------------------------------------------------------------------------------------
@@ -958,6 +970,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="s per step (120)")
     parser.add_argument("--quiet", type=float, default=0.3, help="s without messages = settled")
     parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean s a session waits before each change (exponential; 0: back to back)",
+    )
+    parser.add_argument(
         "--duration",
         type=float,
         default=180.0,
@@ -991,8 +1009,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             budget = args.duration or None
             result = run_load(
-                server, args.sessions, args.changes, labs, args.timeout, args.quiet, budget
+                server,
+                args.sessions,
+                args.changes,
+                labs,
+                args.timeout,
+                args.quiet,
+                budget,
+                think_s=args.think,
             )
+            if args.think:
+                print(f"(each session waited ~{args.think:g} s, exponential, before each change)")
             print_load(result)
             failed = bool(result.errors) or result.changes_observed < result.changes_sent
         print(f"elapsed: {time.perf_counter() - started:.0f} s (after the server was up)")
