@@ -15,10 +15,14 @@ sorted m × n table it replaces. Prints, per n, seconds per stage:
 
 then the growth exponent of each stage fitted over the three n (expected 1: every stage is
 linear in n at fixed m), and the machine's floors over the same m · n elements: one float64 and
-one float32 pass (a multiply in cache), the distance GEMM at the measured single-thread rate, and
-the (P + 1) = 7 bincounts per gap of the binning, each on one core. Wall and
-CPU seconds are both printed (the machine is shared: CPU time shows the work, wall the wait).
-Run: ``python benchmarks/bench_kde_kl.py [--sizes 16 18 20] [--stored]``. No assertions.
+one float32 pass (a multiply in cache), the distance GEMM at the measured single-thread rate, the
+(P + 1) = 7 bincounts per gap, and ``GapBinner.add`` itself per gap: the compiled kernel
+(:mod:`workbench.labs.kde.binning_kernel`) and the bincount path, each on one core, with ns per
+element. The streamed pass runs on two threads when the kernel is compiled (it releases the GIL),
+one otherwise; ``--no-numba`` measures the bincount path (the "before"). Wall and CPU seconds are
+both printed (the machine is shared: CPU time shows the work, wall the wait).
+Run: ``python benchmarks/bench_kde_kl.py [--sizes 16 18 20] [--heavy] [--stored] [--no-numba]``.
+No assertions.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 import numpy as np
 
 from workbench.blas import single_blas_thread
-from workbench.labs.kde import estimator, laplace, stream
+from workbench.labs.kde import binning_kernel, estimator, laplace, stream
 from workbench.labs.kde.data import exact_log_density
 from workbench.labs.kde.study import KDEStudy
 from workbench.labs.kde.tables import TABLE_MAX_SCALE, DistanceTable
@@ -84,8 +88,27 @@ def floors(m: int, n: int, d: int) -> dict[str, float]:
         "float32 pass": per_element(lambda: np.multiply(x32, 2.0, out=out32), x32.size),
         f"distance GEMM (d + 2 = {d + 2})": gemm,
         "7 bincounts": 7 * per_element(lambda: np.bincount(index, weights, 2000), index.size),
+        **binning_rates(d),
     }
     return {name: rate * m * n for name, rate in rates.items()}
+
+
+def binning_rates(d: int) -> dict[str, float]:
+    """Seconds per gap of GapBinner.add on a (100 × 2^14) block of this benchmark's gaps
+    (squared distances of d-dimensional Gaussians minus each row's minimum), on one core: the
+    compiled kernel (when numba is present) and the bincount path."""
+    rng = np.random.default_rng(1)
+    q, y = rng.standard_normal((100, d)), rng.standard_normal((stream.BLOCK_POINTS, d))
+    gaps = estimator.squared_distances(q, y)
+    gaps -= gaps.min(axis=1)[:, None]
+    rates = {}
+    for name, compiled in (("binning kernel", True), ("binning, bincount path", False)):
+        if compiled and not binning_kernel.available():
+            continue
+        binner = laplace.GapBinner(np, 100, float(gaps.max()), TABLE_MAX_SCALE)
+        binner.compiled = compiled
+        rates[name] = per_element(lambda b=binner: b.add(gaps, 0), gaps.size, 2)
+    return rates
 
 
 def streamed_stages(query, data, grid, h_now) -> dict[str, tuple[float, float]]:
@@ -96,22 +119,24 @@ def streamed_stages(query, data, grid, h_now) -> dict[str, tuple[float, float]]:
     stride = max(1, -(-len(data) // stream.PILOT_POINTS))
     wall, cpu, pilot = timed(lambda: estimator.squared_distances(query, data[::stride]).min(axis=1))
     stages["pilot"] = (wall, cpu)
+    threads = stream.pass_threads(xp)
     wall, cpu, _ = timed(
-        lambda: stream._sweep(xp, query, data, query_sq, data_sq, lambda d, r: None, 2**26)
+        lambda: stream._sweep(xp, query, data, query_sq, data_sq, lambda d, r: None, 2**26, threads)
     )
-    stages["distances (GEMM)"] = (wall, cpu)
-    limit = pilot + 1e-7
+    stages[f"distances (GEMM, {threads} thr.)"] = (wall, cpu)
+    if threads == 1:  # NumPy binning: the comparison and shift are a pass of their own
+        limit = pilot + 1e-7
 
-    def shift(dist, rows):
-        for i in range(dist.shape[0]):
-            xp.nonzero(dist[i] < limit[rows.start + i])
-            dist[i] -= pilot[rows.start + i]
+        def shift(dist, rows):
+            for i in range(dist.shape[0]):
+                xp.nonzero(dist[i] < limit[rows.start + i])
+                dist[i] -= pilot[rows.start + i]
 
-    wall, cpu, _ = timed(lambda: stream._sweep(xp, query, data, query_sq, data_sq, shift, 2**26))
-    stages["shift + kept points"] = (
-        wall - stages["distances (GEMM)"][0],
-        cpu - stages["distances (GEMM)"][1],
-    )
+        wall, cpu, _ = timed(
+            lambda: stream._sweep(xp, query, data, query_sq, data_sq, shift, 2**26)
+        )
+        gemm = stages["distances (GEMM, 1 thr.)"]
+        stages["shift + kept points"] = (wall - gemm[0], cpu - gemm[1])
     wall, cpu, table = timed(lambda: DistanceTable(query, data, store=False))
     done = sum(v for v, _ in stages.values()), sum(c for _, c in stages.values())
     stages["binning"] = (wall - done[0], cpu - done[1])
@@ -196,7 +221,18 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=28)
     parser.add_argument("--queries", type=int, default=KDEStudy.n_queries)
     parser.add_argument("--stored", action="store_true", help="also time the stored table")
+    parser.add_argument(
+        "--no-numba", action="store_true", help="bincount binning (WORKBENCH_NO_NUMBA=1): before"
+    )
     args = parser.parse_args()
+    if args.no_numba:
+        os.environ[binning_kernel.DISABLE_ENV] = "1"
+    warm = binning_kernel.warm()
+    print(
+        f"binning: {'compiled kernel' if binning_kernel.available() else 'bincount path'}"
+        f" (kernel compiled or loaded in {warm:.2f} s), streamed pass on "
+        f"{stream.pass_threads(np)} thread(s)"
+    )
     study = KDEStudy(dim=28, alpha=0.5)
     grid = study.bandwidth_grid()
     h_now = float(study.display_thresholds()["h_kl_eff"])
@@ -226,11 +262,16 @@ def main() -> None:
     report("streamed table (default above STORE_BYTES)", sizes, streamed)
     if stored:
         report("stored, sorted m x n table (before)", sizes, stored)
-    print("\nfloors over m x n elements, one core (s)")
-    print(f"{'':34s}" + "".join(f"{'n = ' + format(n, ','):>20s}" for n in sizes))
+    print("\nfloors over m x n elements, one core (s), and ns per element (gap, distance)")
+    print(
+        f"{'':34s}"
+        + "".join(f"{'n = ' + format(n, ','):>20s}" for n in sizes)
+        + f"{'ns/elem':>10s}"
+    )
     per_size = [floors(args.queries, n, args.dim) for n in sizes]
     for name in per_size[0]:
-        print(f"{name:34s}" + "".join(f"{f[name]:20.3f}" for f in per_size))
+        ns = per_size[-1][name] / (args.queries * sizes[-1]) * 1e9
+        print(f"{name:34s}" + "".join(f"{f[name]:20.3f}" for f in per_size) + f"{ns:10.2f}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

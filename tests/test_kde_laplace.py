@@ -148,6 +148,6 @@ def test_binned_path_memory_stays_bounded_by_the_chunk_not_the_table():
         tracemalloc.stop()
     group_rows = max(1, chunk // (8 * len(data)))
     bins = (64 + 12) * 2**laplace.SUB_BITS  # octaves from the floor (≈ 2^-50) to 2^12, say
-    bound = chunk + 8 * (laplace.ORDER + 1) * group_rows * bins + 64 * laplace.BLOCK_ELEMS
+    bound = chunk + 8 * laplace.ACC_WIDTH * group_rows * bins + 64 * laplace.BLOCK_ELEMS
     assert peak < bound + 8 * 2**20, (peak, bound)  # + 8 MB of small arrays
     assert peak < 8 * 64 * len(data) / 4  # far below the full table

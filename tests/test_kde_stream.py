@@ -156,7 +156,7 @@ def test_streamed_table_never_allocates_the_m_by_n_table(monkeypatch):
     bound = (
         8 * min(m, stream.PILOT_ROWS) * stream.PILOT_POINTS  # pilot block
         + 8 * m * stream.BLOCK_POINTS * 2  # the distance block and its row temporaries
-        + 8 * (laplace.ORDER + 1) * m * bins  # the accumulator
+        + 8 * laplace.ACC_WIDTH * m * bins  # the accumulator
         + 3 * 8 * stream.SELECT_LIMIT  # second pass: row, bin, gap of each kept point
         + 8 * len(data) * 2  # |y|² and the augmented data block
         + 8 * 2**20

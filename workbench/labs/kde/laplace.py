@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from workbench.labs.kde import binning_kernel
+
 #: Mantissa bits kept in the bin index: bins of relative width ≤ 2^−q.
 SUB_BITS = 5
 #: Taylor order P inside each bin.
@@ -54,7 +56,9 @@ ORDER = 6
 FLOOR_ERROR = 1e-12
 #: Largest certified error in log S (nats) before a (query, bandwidth) goes to the exact path.
 TOLERANCE = 1e-8
-#: Bins of the dense accumulator of one row group (rows × bins × (P + 1) floats), at most ~32 MB.
+#: Floats per bin in the accumulator: count, M_1..M_P and a pad (one 64-byte row).
+ACC_WIDTH = binning_kernel.WIDTH
+#: Floats of the dense accumulator of one row group (rows × bins × ``ACC_WIDTH``): 32 MB.
 ACCUMULATOR_ELEMS = 4 * 2**20
 #: Gaps per block of :meth:`GapBinner.add` (a few rows): temporaries stay in cache.
 BLOCK_ELEMS = 2**17
@@ -76,6 +80,17 @@ def floor_for(max_scale: float) -> float:
 def _bin_of(value: float) -> int:
     """The bin index of a non-negative float (exponent and top mantissa bits)."""
     return int(np.array(value, dtype=np.float64).view(np.int64)) >> _SHIFT
+
+
+def _zeros_aligned(xp: Any, bins: int) -> Any:
+    """A zeroed (bins, ``WIDTH``) float64 accumulator; under NumPy each bin's row starts on a
+    64-byte cache line (one line per update in the compiled kernel)."""
+    width = ACC_WIDTH
+    if xp is not np:
+        return xp.zeros((bins, width))
+    raw = np.zeros(bins * width + width)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip : skip + bins * width].reshape(bins, width)
 
 
 def _edge(index: Any) -> Any:
@@ -127,7 +142,9 @@ class GapBinner:
         # index 0 is the floor bin; bins 1.. cover [floor, max_gap]
         self.bins = max(1, _bin_of(max(float(max_gap), self.floor)) - self.first + 2)
         self.rows = rows
-        self.acc = xp.zeros((ORDER + 1, rows * self.bins))
+        # one 64-byte row per bin: count, M_1..M_6, a pad (binning_kernel.WIDTH)
+        self.compiled = xp is np and binning_kernel.available()
+        self.acc = _zeros_aligned(xp, rows * self.bins)
 
     def index(self, gaps: Any) -> tuple[Any, Any]:
         """(bin index in 0 .. bins − 1, raw bits) of a block of gaps; below the floor: bin 0."""
@@ -142,28 +159,64 @@ class GapBinner:
     def add(self, gaps: Any, row0: int) -> None:
         """Fold a (r × c) block of gaps of rows row0 .. row0 + r − 1 (float64, ≥ 0).
 
-        One ``bincount`` per row, moment and run of ``ROW_RUN`` gaps: the row's accumulator
-        (bins floats, ~17 kB) stays in L1 and the run's temporaries in L2. Measured on this
-        machine: ~22 ns per gap, against ~33 ns for one bincount over a block of 8 rows (a
-        136 kB accumulator) and ~44 ns for whole-row runs of 2^17 gaps (temporaries in memory).
-        Blocks of disjoint rows may be added from different threads.
+        Compiled (NumPy, numba present: :mod:`.binning_kernel`): one fused pass, the GIL
+        released. Else one ``bincount`` per row, moment and run of ``ROW_RUN`` gaps: the row's
+        accumulator stays in cache and the run's temporaries in L2 (~22 ns per gap on this
+        machine, against ~33 ns for one bincount over a block of 8 rows and ~44 ns for
+        whole-row runs of 2^17 gaps). Blocks of disjoint rows may be added from different
+        threads.
         """
+        if self.compiled:
+            zero = np.zeros(gaps.shape[0])
+            binning_kernel.fold(self.acc, gaps, row0, self.first, self.bins, zero)
+            return
+        for i in range(gaps.shape[0]):
+            self._add_row(gaps[i], row0 + i)
+
+    def add_shifted(
+        self, block: Any, row0: int, shift: Any, limit: Any = None
+    ) -> tuple[Any, Any] | None:
+        """Fold the gaps block[i] − shift[i] of rows row0 + i; with ``limit``, first keep the
+        values block[i, j] < limit[i] and return them as (local row i, value), row by row.
+
+        The streamed pass's step (:mod:`.stream`): compiled, one pass over the block for the
+        comparison, the shift and the binning; else the same operations in NumPy per row."""
+        if self.compiled:
+            return binning_kernel.fold(
+                self.acc, block, row0, self.first, self.bins, shift, limit=limit
+            )
+        xp = self.xp
+        rows, values = [], []
+        for i in range(block.shape[0]):
+            row = block[i]
+            if limit is not None:
+                hit = xp.nonzero(row < limit[i])[0]
+                if hit.shape[0]:
+                    rows.append(xp.full(hit.shape[0], i, dtype=xp.int64))
+                    values.append(row[hit])
+            self._add_row(row - shift[i], row0 + i)
+        if limit is None:
+            return None
+        if not rows:
+            return xp.zeros(0, dtype=xp.int64), xp.zeros(0)
+        return xp.concatenate(rows), xp.concatenate(values)
+
+    def _add_row(self, row: Any, r: int) -> None:
+        """The NumPy path for one row: a ``bincount`` per moment and run of ``ROW_RUN`` gaps."""
         xp = self.xp
         bins = self.bins
-        for i in range(gaps.shape[0]):
-            acc = self.acc[:, (row0 + i) * bins : (row0 + i + 1) * bins]
-            row = gaps[i]
-            for c0 in range(0, row.shape[0], ROW_RUN):
-                index, bits = self.index(row[c0 : c0 + ROW_RUN])
-                acc[0] += xp.bincount(index, minlength=bins)
-                v = (bits & _LOW_MASK).astype(xp.float64)
-                v *= 2.0 ** (1 - _SHIFT)
-                v -= 1.0  # v = 2 (t − a)/w − 1 ∈ [−1, 1)
-                power = v.copy()
-                for p in range(1, ORDER + 1):
-                    if p > 1:
-                        power *= v
-                    acc[p] += xp.bincount(index, weights=power, minlength=bins)
+        acc = self.acc[r * bins : (r + 1) * bins]
+        for c0 in range(0, row.shape[0], ROW_RUN):
+            index, bits = self.index(row[c0 : c0 + ROW_RUN])
+            acc[:, 0] += xp.bincount(index, minlength=bins)
+            v = (bits & _LOW_MASK).astype(xp.float64)
+            v *= 2.0 ** (1 - _SHIFT)
+            v -= 1.0  # v = 2 (t − a)/w − 1 ∈ [−1, 1)
+            power = v.copy()
+            for p in range(1, ORDER + 1):
+                if p > 1:
+                    power *= v
+                acc[:, p] += xp.bincount(index, weights=power, minlength=bins)
 
     def result(self, drop_floor: bool = False) -> BinnedGaps:
         """The occupied bins (count > 0), compacted, with their edges and half widths.
@@ -172,7 +225,7 @@ class GapBinner:
         then have no entry, and ``starts`` is not meaningful until the exact points are merged
         in (:func:`workbench.labs.kde.stream.merge`)."""
         xp = self.xp
-        counts = self.acc[0]
+        counts = self.acc[:, 0]
         if drop_floor:
             counts = counts.reshape(self.rows, self.bins).copy()
             counts[:, 0] = 0
@@ -186,7 +239,7 @@ class GapBinner:
         floor_entry = local == 0
         lower = xp.where(floor_entry, 0.0, lower)
         half = xp.where(floor_entry, 0.0, half)
-        moments = self.acc[1:, occupied]
+        moments = self.acc[occupied, 1 : ORDER + 1].T.copy()
         moments[:, floor_entry] = 0.0  # the floor bin counts as t = 0: no Taylor terms
         per_row = xp.bincount(rows, minlength=self.rows)
         starts = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(per_row)[:-1]])
@@ -243,7 +296,7 @@ def row_groups(m: int, max_gap: float, max_scale: float) -> list[tuple[int, int]
     """Row ranges whose dense accumulators stay under ``ACCUMULATOR_ELEMS`` floats."""
     floor = floor_for(max_scale)
     bins = max(1, _bin_of(max(max_gap, floor)) - _bin_of(floor) + 2)
-    step = max(1, ACCUMULATOR_ELEMS // ((ORDER + 1) * bins))
+    step = max(1, ACCUMULATOR_ELEMS // (ACC_WIDTH * bins))
     return [(r, min(r + step, m)) for r in range(0, m, step)]
 
 

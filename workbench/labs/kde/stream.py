@@ -32,6 +32,7 @@ the entries.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import threading
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from workbench.blas import single_blas_thread
-from workbench.labs.kde import laplace
+from workbench.labs.kde import binning_kernel, laplace
 from workbench.labs.kde.estimator import squared_distances
 from workbench.study import checkpoint
 
@@ -58,6 +59,8 @@ NEAR_RELATIVE = 2.0**-30
 SELECT_LIMIT = 2**22
 #: Data points per distance block (rows × 2^14 floats: one bincount run a row).
 BLOCK_POINTS = 2**14
+#: Fewest rows per thread when :func:`_sweep` splits the rows over two threads.
+MIN_THREAD_ROWS = 8
 
 
 class _TooMany(Exception):
@@ -85,39 +88,100 @@ class StreamedBins:
 
 
 def _sweep(
-    xp: Any, query: Any, data: Any, query_sq: Any, data_sq: Any, visit, chunk_bytes: int
+    xp: Any,
+    query: Any,
+    data: Any,
+    query_sq: Any,
+    data_sq: Any,
+    visit,
+    chunk_bytes: int,
+    threads: int = 1,
 ) -> None:
-    """Call ``visit(dist, rows)`` for every block of squared distances D = |x − y|² of all rows
-    of ``query`` (``rows`` = slice(0, m)) against a block of data points, over all of ``data``.
+    """Call ``visit(dist, rows)`` for every block of squared distances D = |x − y|² of the rows
+    ``rows`` of ``query`` against a block of data points, over all of ``data``.
 
     D comes from one GEMM of augmented rows, [x, |x|², 1] · [−2y, 1, |y|²], with no extra
-    passes, clipped at 0. Under NumPy the sweep runs in the calling thread with BLAS on one
-    thread (:func:`workbench.blas.single_blas_thread`), in blocks of ``BLOCK_POINTS`` points:
-    the binning that follows is bound by ``np.bincount``, which holds the GIL, and on this
-    2-core machine two worker threads took the same wall time as one (3.3 s against 3.2 s for
-    200 × 2^19 gaps) for 1.7× the CPU; a multi-threaded OpenBLAS under load busy-waits (the
-    (200 × 41,943) GEMM measured 10.6 ns per distance against 3.8 on one thread). On a device
-    the blocks hold ``chunk_bytes``. Cancellation (:func:`checkpoint`) is checked per block.
+    passes, clipped at 0. Under NumPy each thread runs its blocks with BLAS on one thread
+    (:func:`workbench.blas.single_blas_thread`: a multi-threaded OpenBLAS under load busy-waits;
+    the (200 × 41,943) GEMM measured 10.6 ns per distance against 3.8 on one thread), in blocks
+    of ``BLOCK_POINTS`` points. ``threads`` = 2 splits the rows in two halves, one per thread
+    (the caller's and one more), each with its own GEMM: worth it only when ``visit`` releases
+    the GIL (the compiled binning kernel). With ``np.bincount`` binning, which holds the GIL,
+    two threads took the same wall time as one (3.3 s against 3.2 s for 200 × 2^19 gaps) for
+    1.7× the CPU. On a device one thread sweeps blocks of ``chunk_bytes``. Cancellation
+    (:func:`checkpoint`) is checked per block in every thread.
     """
-    m, n, d = query.shape[0], data.shape[0], data.shape[1]
-    augmented = xp.concatenate([query, query_sq[:, None], xp.ones((m, 1))], axis=1)
+    m = query.shape[0]
+    if xp is not np or threads < 2 or m < 2 * MIN_THREAD_ROWS:
+        _sweep_rows(xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, m))
+        return
+    half = m // 2
+    stop = threading.Event()  # set when either side fails, so the other stops at its next block
+    failure: list[BaseException] = []
+    context = contextvars.copy_context()  # the caller's cancellation token (checkpoint)
+
+    def other_half() -> None:
+        try:
+            with single_blas_thread():
+                _sweep_rows(
+                    xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(half, m), stop
+                )
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(error)
+            stop.set()
+
+    worker = threading.Thread(target=context.run, args=(other_half,), name="workbench-kde-sweep")
+    worker.start()
+    try:
+        _sweep_rows(xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, half), stop)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
+def _sweep_rows(
+    xp: Any,
+    query: Any,
+    data: Any,
+    query_sq: Any,
+    data_sq: Any,
+    visit,
+    chunk_bytes: int,
+    rows: slice,
+    stop: threading.Event | None = None,
+) -> None:
+    """:func:`_sweep` for one range of rows, in the calling thread."""
+    m, n, d = rows.stop - rows.start, data.shape[0], data.shape[1]
+    q, q_sq = query[rows], query_sq[rows]
+    augmented = xp.concatenate([q, q_sq[:, None], xp.ones((m, 1))], axis=1)
     if xp is np:
         step, blas = BLOCK_POINTS, single_blas_thread()
     else:
         step = int(max(1, min(n, chunk_bytes // (8 * max(1, m)))))
         blas = contextlib.nullcontext()
-    rows = slice(0, m)
     with blas:
         for start in range(0, n, step):
             checkpoint()
-            stop = min(start + step, n)
-            points = xp.empty((stop - start, d + 2))
-            xp.multiply(data[start:stop], -2.0, out=points[:, :d])
+            if stop is not None and stop.is_set():
+                return  # the other half failed; its error is raised by the caller
+            end = min(start + step, n)
+            points = xp.empty((end - start, d + 2))
+            xp.multiply(data[start:end], -2.0, out=points[:, :d])
             points[:, d] = 1.0
-            points[:, d + 1] = data_sq[start:stop]
+            points[:, d + 1] = data_sq[start:end]
             dist = augmented @ points.T
             xp.maximum(dist, 0.0, out=dist)
             visit(dist, rows)
+
+
+def pass_threads(xp: Any) -> int:
+    """Threads for a streamed pass: 2 under NumPy when the binning is compiled (it releases the
+    GIL), else 1 (``np.bincount`` holds it: a second thread added CPU and no speed)."""
+    return 2 if xp is np and binning_kernel.available() else 1
 
 
 def _max_gap(xp: Any, query_sq: Any, data_sq: Any, base: Any) -> float:
@@ -127,7 +191,7 @@ def _max_gap(xp: Any, query_sq: Any, data_sq: Any, base: Any) -> float:
 
 
 def _row_step(bins: int) -> int:
-    return max(1, laplace.ACCUMULATOR_ELEMS // ((laplace.ORDER + 1) * bins))
+    return max(1, laplace.ACCUMULATOR_ELEMS // (laplace.ACC_WIDTH * bins))
 
 
 def bin_distances(
@@ -160,7 +224,7 @@ def bin_distances(
     def minima(dist: Any, rows: slice) -> None:
         base[rows] = xp.minimum(base[rows], dist.min(axis=1))  # disjoint rows per worker
 
-    _sweep(xp, query, data, query_sq, data_sq, minima, chunk_bytes)
+    _sweep(xp, query, data, query_sq, data_sq, minima, chunk_bytes, pass_threads(xp))
     floor = laplace.floor_for(max_scale)
     return _pass(xp, query, data, query_sq, data_sq, base, floor, max_scale, chunk_bytes, False)
 
@@ -195,7 +259,16 @@ def _pass(
                 raise _TooMany
 
         try:
-            _sweep(xp, query[rows], data, query_sq[rows], data_sq, fold, chunk_bytes)
+            _sweep(
+                xp,
+                query[rows],
+                data,
+                query_sq[rows],
+                data_sq,
+                fold,
+                chunk_bytes,
+                pass_threads(xp),
+            )
         except _TooMany:
             return None
         parts.append(binner.result(drop_floor=keep_near))
@@ -215,6 +288,12 @@ class _Kept:
         self.extra: list[Any] = []
         self.size = 0
         self.lock = threading.Lock()
+
+    def add_rows(self, rows: Any, values: Any) -> None:
+        with self.lock:
+            self.rows.append(rows)
+            self.values.append(values)
+            self.size += int(values.shape[0])
 
     def add(self, xp: Any, row: int, values: Any, extra: Any = None) -> None:
         with self.lock:
@@ -236,17 +315,13 @@ def _fold_rows(
     block: slice,
 ) -> None:
     """Bin the distances ``dist`` of the group's rows ``block`` against ``base`` (indexed from
-    the group's first row); with ``limit``, keep the points under it exactly first (one
-    comparison pass; few points)."""
-    for i in range(dist.shape[0]):
-        r = block.start + i
-        row = dist[i : i + 1]
-        if limit is not None:
-            hit = xp.nonzero(row[0] < limit[r])[0]
-            if hit.shape[0]:
-                near.add(xp, g0 + r, row[0, hit])
-        row -= base[r]
-        binner.add(row, r)
+    the group's first row); with ``limit``, keep the points under it exactly (compiled: the
+    comparison, the shift and the binning in one pass, :meth:`.laplace.GapBinner.add_shifted`)."""
+    kept = binner.add_shifted(
+        dist, block.start, base[block], None if limit is None else limit[block]
+    )
+    if kept is not None and kept[0].shape[0]:
+        near.add_rows(kept[0] + (g0 + block.start), kept[1])
 
 
 def _merge(

@@ -60,7 +60,7 @@ def table_bytes(m: int, n: int, sort: bool = True) -> int:
     m, n = int(m), int(n)
     if 8 * m * n <= STORE_BYTES:
         return 8 * m * n + 8 * m
-    rows = min(m, max(1, laplace.ACCUMULATOR_ELEMS // ((laplace.ORDER + 1) * MAX_ROW_ENTRIES)))
+    rows = min(m, max(1, laplace.ACCUMULATOR_ELEMS // (laplace.ACC_WIDTH * MAX_ROW_ENTRIES)))
     fixed = (
         8 * min(m, stream.PILOT_ROWS) * stream.PILOT_POINTS
         + 2 * 8 * rows * stream.BLOCK_POINTS
