@@ -75,7 +75,17 @@ def _preload_lazy_modules() -> None:
 
 
 def _warm_caches() -> None:
-    """Compute each lab's default view once, so the first visitor does not wait for it."""
+    """Compute each lab's default view once, so the first visitor does not wait for it.
+
+    The KDE binning kernel is compiled (or loaded from numba's on-disk cache) first: a cold
+    compile takes seconds, and it belongs to the server's start, not to a visitor's first move."""
+    try:
+        from workbench.labs.kde import binning_kernel
+
+        seconds = binning_kernel.warm()
+        log.info("KDE binning kernel ready in %.1f s", seconds)
+    except Exception:  # the bincount path still works without it
+        log.exception("warming the KDE binning kernel failed")
     for lab, module in _dashboard_modules().items():
         warm = getattr(module, "warm_cache", None)
         if warm is None:
