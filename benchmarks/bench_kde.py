@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench import backend
 from workbench.labs import kde
+from workbench.labs.kde import binning_kernel
 
 
 def best_time(fn, repeat: int = 3) -> float:
@@ -158,7 +159,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 2^13, d = 16, 256 queries")
     parser.add_argument("--skip-others", action="store_true", help="time only workbench")
+    parser.add_argument(
+        "--no-numba", action="store_true", help="bincount binning (WORKBENCH_NO_NUMBA=1): before"
+    )
     args = parser.parse_args(argv)
+    if args.no_numba:
+        os.environ[binning_kernel.DISABLE_ENV] = "1"
+    warm = binning_kernel.warm()  # compile or load the kernels outside the timings
     n, d, m = (2**13, 16, 256) if args.quick else (2**16, 32, 1024)
     k = 64
     query, data = problem(n, d, m)
@@ -167,7 +174,10 @@ def main(argv=None) -> None:
     print(f"KDE benchmark: n = {n:,}, d = {d}, {m} queries, {k} bandwidths, float64")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPU cores; backend: "
-        f"{backend.backend_name()} ({backend.device_description()['device']})"
+        f"{backend.backend_name()} ({backend.device_description()['device']}); load average "
+        f"{os.getloadavg()[0]:.2f}; binning: "
+        f"{'compiled kernel' if binning_kernel.available() else 'bincount path'} "
+        f"(kernels compiled or loaded in {warm:.2f} s)"
     )
     single, ours, exact, gap = bench_ours(
         query, data, bandwidths, repeat=2 if not args.quick else 3
@@ -212,6 +222,7 @@ def main(argv=None) -> None:
     )
     k_heavy = len(kde.HEAVY_TAIL_RATIOS)
     print(f"  heavy-tail curve ({k_heavy} h x 600 datasets)     {heavy * 1e3:8.1f} ms")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

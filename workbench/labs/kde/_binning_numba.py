@@ -1,9 +1,12 @@
-"""numba definitions of the fused binning kernel (imported only by :mod:`.binning_kernel`, on
+"""numba definitions of the fused binning and Laplace-sum kernels (imported only by :mod:`.binning_kernel`, on
 first use: importing this module imports numba). Formulas and their checks: that module's
 docstring."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
@@ -70,9 +73,10 @@ def _add_powers(typingctx, acc, row, v):
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def kernel(block, shift, limit, acc, row0, first, bins, kept_values, kept_rows):
-    """Bin block[i, j] − shift[i] into the accumulator rows of row row0 + i; count (and record
-    while the buffer lasts) the values under limit[i] when ``limit`` is not empty."""
+def kernel(block, clip, shift, limit, acc, row0, first, bins, kept_values, kept_rows):
+    """Bin x − shift[i], x = block[i, j] (with ``clip``: max(x, 0) first, as ``np.maximum``),
+    into the accumulator rows of row row0 + i; count (and record while the buffer lasts) the
+    values x under limit[i] when ``limit`` is not empty."""
     keep = limit.shape[0] > 0
     hits = 0
     offset = first - 1
@@ -83,6 +87,8 @@ def kernel(block, shift, limit, acc, row0, first, bins, kept_values, kept_rows):
         bound = limit[i] if keep else 0.0
         for j in range(block.shape[1]):
             x = block[i, j]
+            if clip and x < 0.0:  # −0.0 and NaN pass unchanged, as through np.maximum(x, 0)
+                x = 0.0
             if keep and x < bound:
                 if hits < kept_values.shape[0]:
                     kept_values[hits] = x
@@ -93,3 +99,80 @@ def kernel(block, shift, limit, acc, row0, first, bins, kept_values, kept_rows):
             index = min(max(index, 0), top)  # below the floor: bin 0; past max_gap: the last
             _add_powers(acc, base + index, (bits & _LOW_MASK) * _SCALE - 1.0)
     return hits
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def sums_kernel(lower, half, count, moments, starts, ends, scales, cutoff, total, error):
+    """For every scale s and row: Σ over the row's entries with s · a ≤ ``cutoff`` of the
+    Taylor weight e^{−s c} (n + Σ_p (−s r)^p M_p/p!) into total[k, row], and of
+    n e^{−s c} (s r)^{P+1} into error[k, row] (the caller scales it and adds the floor and tail
+    terms). ``moments``: (P, e), already divided by p!. Same Horner order as the NumPy path."""
+    order = moments.shape[0]
+    for k in range(scales.shape[0]):
+        s = scales[k]
+        for row in range(starts.shape[0]):
+            acc = 0.0
+            err = 0.0
+            for e in range(starts[row], ends[row]):
+                if lower[e] > cutoff / s:
+                    continue
+                x = half[e] * -s
+                poly = moments[order - 1, e] * x
+                for p in range(order - 2, -1, -1):
+                    poly += moments[p, e]
+                    poly *= x
+                poly += count[e]
+                decay = math.exp((lower[e] + half[e]) * -s)
+                acc += poly * decay
+                x *= x  # (s r)²
+                x7 = x * x
+                x7 *= x  # (s r)⁶
+                x7 *= half[e] * s
+                x7 *= decay
+                err += x7 * count[e]
+            total[k, row] = acc
+            error[k, row] = err
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def crossing_kernel(
+    lower, half, count, moments, starts, ends, scale, cutoff, fraction, out_f, out_i
+):
+    """Per row, the first entry where the cumulative Taylor weight at ``scale`` reaches
+    ``fraction`` of the row's total (weights as ``laplace.entry_weights``: 0 where
+    a · s > cutoff). out_f[:, row] = (target, weight before it, its weight); out_i[:, row] =
+    (its position in the row, points before it, its points)."""
+    order = moments.shape[0]
+    s = scale
+    longest = 0
+    for row in range(starts.shape[0]):
+        longest = max(longest, ends[row] - starts[row])
+    weights = np.empty(longest)
+    for row in range(starts.shape[0]):
+        a, b = starts[row], ends[row]
+        total = 0.0
+        for e in range(a, b):
+            x = half[e] * -s
+            poly = moments[order - 1, e] * x
+            for p in range(order - 2, -1, -1):
+                poly += moments[p, e]
+                poly *= x
+            poly += count[e]
+            poly *= math.exp((lower[e] + half[e]) * -s)
+            w = poly if lower[e] * s <= cutoff else 0.0
+            weights[e - a] = w
+            total += w
+        target = fraction * total
+        star, cum, before, points = 0, 0.0, 0.0, 0
+        for e in range(a, b):  # cum < target only before the crossing (weights are positive)
+            cum += weights[e - a]
+            if cum < target:
+                star += 1
+                before = cum
+                points += np.int64(count[e])
+        out_f[0, row] = target
+        out_f[1, row] = before
+        out_f[2, row] = weights[star] if star < b - a else 0.0
+        out_i[0, row] = star
+        out_i[1, row] = points
+        out_i[2, row] = np.int64(count[a + star]) if star < b - a else 0

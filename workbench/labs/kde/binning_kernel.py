@@ -1,4 +1,4 @@
-"""The fused binning kernel (numba): count and Σ v^p of every gap in one compiled pass.
+"""Compiled kernels of the binned KDE path (numba): the fused binning pass and the Laplace sums.
 
 :class:`~workbench.labs.kde.laplace.GapBinner` needs, per gap t ≥ 0 of a row, its bin (the
 exponent and top ``SUB_BITS`` mantissa bits of t, ``bits(t) >> (52 − q)``, minus the floor bin's
@@ -26,6 +26,11 @@ intrinsic; seven scalar read-modify-writes measured ~1.4× slower.
 the kernel also records the gaps' source values under the limit (same comparison as
 ``row < limit``), up to the buffer's size, and returns how many there were; the caller redoes the
 collection in NumPy when the buffer was too small (binning is not repeated).
+
+**Laplace sums.** :func:`laplace_sums` is the per-bandwidth evaluation of
+:func:`.laplace.laplace_sums` (Horner in (−s r), e^{−s c}, the per-row sum and the certificate's
+remainder term) as one loop over each row's entries per scale; the NumPy form makes ~20 array
+passes and a ``bincount`` per scale over a globally sorted copy of the entries.
 
 Compiled on first use with ``cache=True`` (a few seconds once, then loaded from numba's cache in
 well under a second; :func:`warm` does it ahead of time). ``WORKBENCH_NO_NUMBA=1`` or a missing
@@ -78,6 +83,9 @@ def warm() -> float:
         return 0.0
     acc = np.zeros((4, WIDTH))
     fold(acc, np.array([[0.0, 1.0, 2.0]]), 0, first=0, bins=4, shift=np.zeros(1))
+    one = np.ones(1)
+    laplace_sums(one, one, one, np.ones((6, 1)), np.zeros(1, dtype=np.int64), one, 64.0)
+    crossing(one, one, one, np.ones((6, 1)), np.zeros(1, dtype=np.int64), 1.0, 64.0, 0.9)
     return time.perf_counter() - start
 
 
@@ -89,12 +97,14 @@ def fold(
     bins: int,
     shift: np.ndarray,
     limit: np.ndarray | None = None,
+    clip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Add the gaps t = block[i, j] − shift[i] of rows row0 + i into ``acc`` (one pass).
+    """Add the gaps t = x − shift[i], x = block[i, j], of rows row0 + i into ``acc`` (one pass).
 
     ``acc``: (rows · bins, ``WIDTH``) C-contiguous float64; ``first``: the bin index (bits >> 47)
-    of the floor edge; ``bins``: bins per row. With ``limit`` ((r,) floats), also returns the
-    kept points block[i, j] < limit[i] as (local row i, value) in row then column order.
+    of the floor edge; ``bins``: bins per row. ``clip``: x = max(block[i, j], 0) (a GEMM's
+    squared distances, without a pass of ``np.maximum``). With ``limit`` ((r,) floats), also
+    returns the kept points x < limit[i] as (local row i, value) in row then column order.
     """
     block = np.ascontiguousarray(block, dtype=np.float64)
     shift = np.ascontiguousarray(shift, dtype=np.float64)
@@ -106,15 +116,97 @@ def fold(
     limits = np.ascontiguousarray(limit, dtype=np.float64) if keep else np.zeros(0)
     values = np.empty(KEPT_BUFFER if keep else 0)
     rows = np.empty(KEPT_BUFFER if keep else 0, dtype=np.int64)
-    hits = _load()(block, shift, limits, acc, int(row0), int(first), int(bins), values, rows)
+    kernel = _load()
+    hits = kernel(block, clip, shift, limits, acc, int(row0), int(first), int(bins), values, rows)
     if not keep:
         return None
     if hits > KEPT_BUFFER:  # rare: collect again in NumPy (the bins are already done)
+        if clip:
+            block = np.maximum(block, 0.0)
         found = [np.nonzero(block[i] < limits[i])[0] for i in range(block.shape[0])]
         rows = np.concatenate([np.full(f.shape[0], i, dtype=np.int64) for i, f in enumerate(found)])
         values = np.concatenate([block[i, f] for i, f in enumerate(found)])
         return rows, values
     return rows[:hits], values[:hits]
+
+
+def laplace_sums(
+    lower: np.ndarray,
+    half: np.ndarray,
+    count: np.ndarray,
+    moments: np.ndarray,
+    starts: np.ndarray,
+    scales: np.ndarray,
+    cutoff: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The compiled loop of :func:`.laplace.laplace_sums`: per (scale, row), the Taylor sum
+    S̃(s) and the unscaled remainder Σ n_b e^{−s c_b} (s r_b)^{P+1} over the row's entries with
+    s · a_b ≤ ``cutoff``, in one pass over the entries per scale (no temporaries, no sort).
+
+    Entries in row order (``starts``: each row's first entry); ``moments``: (P, e) divided by p!.
+    """
+    m, e = starts.shape[0], lower.shape[0]
+    ends = np.append(starts[1:], e).astype(np.int64)
+    scales = np.ascontiguousarray(scales, dtype=np.float64)
+    total = np.empty((scales.shape[0], m))
+    error = np.empty((scales.shape[0], m))
+    _load_sums()(
+        np.ascontiguousarray(lower, dtype=np.float64),
+        np.ascontiguousarray(half, dtype=np.float64),
+        np.ascontiguousarray(count, dtype=np.float64),
+        np.ascontiguousarray(moments, dtype=np.float64),
+        np.ascontiguousarray(starts, dtype=np.int64),
+        ends,
+        scales,
+        float(cutoff),
+        total,
+        error,
+    )
+    return total, error
+
+
+def crossing(
+    lower: np.ndarray,
+    half: np.ndarray,
+    count: np.ndarray,
+    moments: np.ndarray,
+    starts: np.ndarray,
+    scale: float,
+    cutoff: float,
+    fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The compiled form of the 90 %-weight crossing (``tables._crossing``): per row, the
+    entry where the cumulative weight first reaches ``fraction`` of the row's total. Returns
+    (3, m) floats (target, weight before, the entry's weight) and (3, m) ints (position in the
+    row, points before, the entry's points)."""
+    m, e = starts.shape[0], lower.shape[0]
+    ends = np.append(starts[1:], e).astype(np.int64)
+    out_f, out_i = np.empty((3, m)), np.empty((3, m), dtype=np.int64)
+    _numba_module().crossing_kernel(
+        np.ascontiguousarray(lower, dtype=np.float64),
+        np.ascontiguousarray(half, dtype=np.float64),
+        np.ascontiguousarray(count, dtype=np.float64),
+        np.ascontiguousarray(moments, dtype=np.float64),
+        np.ascontiguousarray(starts, dtype=np.int64),
+        ends,
+        float(scale),
+        float(cutoff),
+        float(fraction),
+        out_f,
+        out_i,
+    )
+    return out_f, out_i
+
+
+def _load_sums() -> Any:
+    return _numba_module().sums_kernel
+
+
+def _numba_module() -> Any:
+    _load()
+    from workbench.labs.kde import _binning_numba  # noqa: PLC0415 - loaded by _load already
+
+    return _binning_numba
 
 
 def _build() -> Any:

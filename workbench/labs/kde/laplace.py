@@ -174,18 +174,21 @@ class GapBinner:
             self._add_row(gaps[i], row0 + i)
 
     def add_shifted(
-        self, block: Any, row0: int, shift: Any, limit: Any = None
+        self, block: Any, row0: int, shift: Any, limit: Any = None, clip: bool = False
     ) -> tuple[Any, Any] | None:
-        """Fold the gaps block[i] − shift[i] of rows row0 + i; with ``limit``, first keep the
-        values block[i, j] < limit[i] and return them as (local row i, value), row by row.
+        """Fold the gaps x − shift[i], x = block[i, j] (``clip``: max(block[i, j], 0), in
+        place), of rows row0 + i; with ``limit``, first keep the values x < limit[i] and return
+        them as (local row i, value), row by row.
 
         The streamed pass's step (:mod:`.stream`): compiled, one pass over the block for the
-        comparison, the shift and the binning; else the same operations in NumPy per row."""
+        clip, the comparison, the shift and the binning; else the same operations in NumPy."""
         if self.compiled:
             return binning_kernel.fold(
-                self.acc, block, row0, self.first, self.bins, shift, limit=limit
+                self.acc, block, row0, self.first, self.bins, shift, limit=limit, clip=clip
             )
         xp = self.xp
+        if clip:
+            xp.maximum(block, 0.0, out=block)
         rows, values = [], []
         for i in range(block.shape[0]):
             row = block[i]
@@ -314,8 +317,12 @@ def laplace_sums(binned: BinnedGaps, scales: Any, xp: Any = np) -> tuple[Any, An
     n e^{−CUTOFF} for the bins left out and n_floor · s · floor for the floor bin.
 
     Bins are visited in increasing a, so each scale touches only the prefix it needs: small
-    bandwidths (large s) cost a few bins per row, the widest all of them.
+    bandwidths (large s) cost a few bins per row, the widest all of them. Under NumPy with numba
+    the same sums are one compiled loop over each row's entries per scale
+    (:func:`.binning_kernel.laplace_sums`; ``WORKBENCH_NO_NUMBA=1`` keeps this code).
     """
+    if xp is np and binning_kernel.available():
+        return _compiled_sums(binned, scales)
     order = xp.argsort(binned.lower)
     lower = binned.lower[order]
     centre = lower + binned.half[order]
@@ -347,6 +354,20 @@ def laplace_sums(binned: BinnedGaps, scales: Any, xp: Any = np) -> tuple[Any, An
         x7 *= count[:end]
         error[j] = xp.bincount(rows[:end], weights=x7, minlength=binned.m) * (math.e * _REMAINDER)
         error[j] += floor_count * (s * binned.floor) + n_total * math.exp(-CUTOFF)
+    return total, error
+
+
+def _compiled_sums(binned: BinnedGaps, scales: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`laplace_sums` through the compiled kernel: the same terms, entries in row order."""
+    host_scales = np.asarray(scales, dtype=np.float64).ravel()
+    moments = binned.moments * _INV_FACTORIALS[1:, None]
+    total, error = binning_kernel.laplace_sums(
+        binned.lower, binned.half, binned.count, moments, binned.starts, host_scales, CUTOFF
+    )
+    floor_count = binned.count[binned.starts] * (binned.half[binned.starts] == 0)
+    n_total = backend_sum(np, binned.count)
+    error *= math.e * _REMAINDER
+    error += floor_count * (host_scales[:, None] * binned.floor) + n_total * math.exp(-CUTOFF)
     return total, error
 
 

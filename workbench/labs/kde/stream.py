@@ -96,12 +96,14 @@ def _sweep(
     visit,
     chunk_bytes: int,
     threads: int = 1,
+    clip: bool = True,
 ) -> None:
     """Call ``visit(dist, rows)`` for every block of squared distances D = |x − y|² of the rows
     ``rows`` of ``query`` against a block of data points, over all of ``data``.
 
     D comes from one GEMM of augmented rows, [x, |x|², 1] · [−2y, 1, |y|²], with no extra
-    passes, clipped at 0. Under NumPy each thread runs its blocks with BLAS on one thread
+    passes, clipped at 0 (``clip=False``: left to ``visit``, which saves a pass over the block
+    when the compiled kernel clips as it bins). Under NumPy each thread runs its blocks with BLAS on one thread
     (:func:`workbench.blas.single_blas_thread`: a multi-threaded OpenBLAS under load busy-waits;
     the (200 × 41,943) GEMM measured 10.6 ns per distance against 3.8 on one thread), in blocks
     of ``BLOCK_POINTS`` points. ``threads`` = 2 splits the rows in two halves, one per thread
@@ -113,7 +115,7 @@ def _sweep(
     """
     m = query.shape[0]
     if xp is not np or threads < 2 or m < 2 * MIN_THREAD_ROWS:
-        _sweep_rows(xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, m))
+        _sweep_rows(xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, m), clip)
         return
     half = m // 2
     stop = threading.Event()  # set when either side fails, so the other stops at its next block
@@ -124,7 +126,16 @@ def _sweep(
         try:
             with single_blas_thread():
                 _sweep_rows(
-                    xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(half, m), stop
+                    xp,
+                    query,
+                    data,
+                    query_sq,
+                    data_sq,
+                    visit,
+                    chunk_bytes,
+                    slice(half, m),
+                    clip,
+                    stop,
                 )
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             failure.append(error)
@@ -133,7 +144,9 @@ def _sweep(
     worker = threading.Thread(target=context.run, args=(other_half,), name="workbench-kde-sweep")
     worker.start()
     try:
-        _sweep_rows(xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, half), stop)
+        _sweep_rows(
+            xp, query, data, query_sq, data_sq, visit, chunk_bytes, slice(0, half), clip, stop
+        )
     except BaseException:
         stop.set()
         raise
@@ -152,6 +165,7 @@ def _sweep_rows(
     visit,
     chunk_bytes: int,
     rows: slice,
+    clip: bool = True,
     stop: threading.Event | None = None,
 ) -> None:
     """:func:`_sweep` for one range of rows, in the calling thread."""
@@ -174,7 +188,8 @@ def _sweep_rows(
             points[:, d] = 1.0
             points[:, d + 1] = data_sq[start:end]
             dist = augmented @ points.T
-            xp.maximum(dist, 0.0, out=dist)
+            if clip:
+                xp.maximum(dist, 0.0, out=dist)
             visit(dist, rows)
 
 
@@ -268,6 +283,7 @@ def _pass(
                 fold,
                 chunk_bytes,
                 pass_threads(xp),
+                clip=False,  # _fold_rows clips (the compiled kernel: no pass of its own)
             )
         except _TooMany:
             return None
@@ -318,7 +334,7 @@ def _fold_rows(
     the group's first row); with ``limit``, keep the points under it exactly (compiled: the
     comparison, the shift and the binning in one pass, :meth:`.laplace.GapBinner.add_shifted`)."""
     kept = binner.add_shifted(
-        dist, block.start, base[block], None if limit is None else limit[block]
+        dist, block.start, base[block], None if limit is None else limit[block], clip=True
     )
     if kept is not None and kept[0].shape[0]:
         near.add_rows(kept[0] + (g0 + block.start), kept[1])

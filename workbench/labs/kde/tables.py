@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from workbench import backend
-from workbench.labs.kde import estimator, laplace, stream
+from workbench.labs.kde import binning_kernel, estimator, laplace, stream
 from workbench.labs.kde.validation import check_points
 
 #: The "points carrying 90 % of the weight" statistic.
@@ -277,7 +277,8 @@ class DistanceTable:
         interpolated, see :func:`_interpolated`).
         """
         xp = self.xp
-        found = [_crossing(binned, float(scale), xp) for scale in scales]
+        moments = binned.moments * laplace._INV_FACTORIALS[1:, None] if xp is np else None
+        found = [_crossing(binned, float(scale), xp, moments) for scale in scales]
         inside = None
         if not self.stored:
             need = [c["entry"][c["in_bin"] > 1] for c in found]
@@ -370,9 +371,28 @@ def _interpolated(c: dict[str, Any], xp: Any) -> Any:
     return xp.clip(estimate, 0, xp.maximum(k - 1, 0)).astype(xp.int64)
 
 
-def _crossing(binned: laplace.BinnedGaps, scale: float, xp: Any) -> dict[str, Any]:
+def _crossing(
+    binned: laplace.BinnedGaps, scale: float, xp: Any, moments: Any = None
+) -> dict[str, Any]:
     """Per row, the entry where the cumulative weight at scale s first reaches 90 % of the
-    row's total, with the weight and the point count before it."""
+    row's total, with the weight and the point count before it (compiled under NumPy with
+    numba: one loop per row, :func:`.binning_kernel.crossing`; ``moments``: the M_p/p! of a
+    caller that asks for many scales)."""
+    if xp is np and binning_kernel.available():
+        if moments is None:
+            moments = binned.moments * laplace._INV_FACTORIALS[1:, None]
+        f, i = binning_kernel.crossing(
+            binned.lower,
+            binned.half,
+            binned.count,
+            moments,
+            binned.starts,
+            scale,
+            laplace.CUTOFF,
+            WEIGHT_FRACTION,
+        )
+        keys = ("target", "before_weight", "weight", "before_count", "in_bin")
+        return {"entry": binned.starts + i[0], **dict(zip(keys, [*f, *i[1:]], strict=True))}
     weights = laplace.row_matrix(binned, laplace.entry_weights(binned, scale, xp), xp)
     counts = laplace.row_matrix(binned, binned.count.astype(xp.int64), xp)
     cum_weight = xp.cumsum(weights, axis=1)
