@@ -160,6 +160,7 @@ def diagnostics(tornado_app: Any, objects: bool = True) -> dict[str, Any]:
     sessions = sum(len(tornado_app.get_sessions(path)) for path in tornado_app.app_paths)
     report: dict[str, Any] = {
         "sessions": sessions,
+        "pid": os.getpid(),  # with --procs: which worker process answered
         "rss_bytes": _rss_bytes(),
         "threads": threading.active_count(),
         "warm": _warm_done.is_set(),
@@ -230,9 +231,49 @@ def _diagnostics_options() -> dict[str, Any]:
     }
 
 
-def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> None:
-    """Serve every lab until interrupted (blocks)."""
+#: Most worker processes ``--procs`` accepts per CPU core (more only adds switching).
+PROCS_PER_CORE = 2
+
+
+def _check_procs(procs: int) -> int:
+    """Worker processes to fork (0: one per core); exits with a message when out of range."""
+    cores = os.cpu_count() or 1
+    if not 0 <= procs <= PROCS_PER_CORE * cores:
+        raise SystemExit(
+            f"workbench serve: --procs must be 0 (one per core) .. {PROCS_PER_CORE * cores} "
+            f"({PROCS_PER_CORE} per core on this {cores}-core machine), got {procs}"
+        )
+    return procs or cores
+
+
+def _die_with_parent() -> None:
+    """In a forked worker: end when the supervising process ends (Linux ``PR_SET_PDEATHSIG``).
+
+    Tornado's ``fork_processes`` leaves the parent waiting on its children and forwards no
+    signal, so a ``kill`` of the server's pid would orphan the workers, still holding the port."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: Ctrl-C still reaches the process group
+        return
+    if os.getppid() == 1:  # the parent ended before the call took effect
+        os._exit(0)
+
+
+def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False, procs: int = 1) -> None:
+    """Serve every lab until interrupted (blocks).
+
+    ``procs`` > 1 forks that many worker processes sharing the port (Bokeh's ``num_procs``; 0:
+    one per core). A session lives in one process and the event loop of each serves only its
+    own sessions, so a class's knob moves spread over the cores instead of queueing on one
+    loop. Caches (glassllm weights, the labs' memoised grids) are per process: memory grows
+    with ``procs``; the diagnostics endpoint reports on whichever process answers.
+    """
     port = _check_port(address, port)
+    procs = _check_procs(procs)
     table = routes()
     titles = {"/": "workbench"} | {lab: title for lab, title in lab_pages().items()}
     options = _diagnostics_options()
@@ -245,13 +286,22 @@ def serve(port: int = 5006, address: str = "127.0.0.1", show: bool = False) -> N
         start=False,
         title={k: v for k, v in titles.items() if k in table},
         threaded=False,
+        num_procs=procs,  # > 1: Bokeh forks here; what follows runs in each worker
         **options,
     )
+    worker = 0
+    if procs > 1:
+        import tornado.process
+
+        _die_with_parent()
+        worker = tornado.process.task_id() or 0
     url = f"http://{'localhost' if address in ('127.0.0.1', '0.0.0.0') else address}:{server.port}/"
-    # The URL line is what users (and the browser tests) read to find the server.
-    print(f"workbench: serving {len(table) - 1} labs at {url}", flush=True)
-    if options:
-        print(f"workbench: diagnostics at {url.rstrip('/')}{DIAGNOSTICS_PATH}", flush=True)
+    if worker == 0:
+        # The URL line is what users (and the browser tests) read to find the server.
+        workers = f" with {procs} worker processes" if procs > 1 else ""
+        print(f"workbench: serving {len(table) - 1} labs at {url}{workers}", flush=True)
+        if options:
+            print(f"workbench: diagnostics at {url.rstrip('/')}{DIAGNOSTICS_PATH}", flush=True)
     _preload_lazy_modules()
     threading.Thread(target=_warm_caches, name="warm-caches", daemon=True).start()
     if show:

@@ -198,18 +198,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def start_server(startup_timeout: float = 180.0) -> Iterator[Server]:
+def start_server(startup_timeout: float = 180.0, procs: int = 1) -> Iterator[Server]:
     """``workbench serve --port 0`` with diagnostics on, as a user would start it; stopped after.
 
     The port is the one the server prints (``--port 0`` lets the server pick it, no race for
-    a free port); its log is a file the caller can read (:meth:`Server.log_faults`).
+    a free port); its log is a file the caller can read (:meth:`Server.log_faults`). With
+    ``procs`` > 1 the server forks worker processes (``--procs``): ``pid`` is then the
+    supervisor's, and memory and object counts come from whichever worker answers.
     """
     tmp = Path(tempfile.mkdtemp(prefix="workbench-load-"))
     log_path = tmp / "serve.log"
     env = dict(os.environ, WORKBENCH_DIAGNOSTICS="1", WORKBENCH_CACHE=str(tmp / "cache"))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli", "serve", "--port", "0"],
+            [sys.executable, "-m", "workbench.cli", "serve", "--port", "0", "--procs", str(procs)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -970,6 +972,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="s per step (120)")
     parser.add_argument("--quiet", type=float, default=0.3, help="s without messages = settled")
     parser.add_argument(
+        "--procs", type=int, default=1, help="worker processes of the server it starts (1)"
+    )
+    parser.add_argument(
         "--think",
         type=float,
         default=0.0,
@@ -995,7 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("(no diagnostics endpoint: start the server with WORKBENCH_DIAGNOSTICS=1)")
         else:
             t0 = time.perf_counter()
-            server = stack.enter_context(start_server())
+            server = stack.enter_context(start_server(procs=args.procs))
             print(
                 f"server: {server.url} (pid {server.pid}), up in {time.perf_counter() - t0:.0f} s"
             )
@@ -1021,6 +1026,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.think:
                 print(f"(each session waited ~{args.think:g} s, exponential, before each change)")
             print_load(result)
+            if args.procs != 1 and not args.url:
+                print("(--procs: memory and object counts are one worker's, whichever answered)")
             failed = bool(result.errors) or result.changes_observed < result.changes_sent
         print(f"elapsed: {time.perf_counter() - started:.0f} s (after the server was up)")
     return 1 if failed else 0

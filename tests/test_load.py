@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import sys
 import time
 import weakref
@@ -204,3 +205,47 @@ def test_soak_leaves_no_study_alive(server, idle):
     assert result.errors == []
     assert result.opened == len(labs)
     _assert_nothing_left(server, result.diag_after, idle)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    )
+
+
+@pytest.mark.slow
+def test_worker_processes_share_the_port_serve_sessions_and_end_with_the_server():
+    """``workbench serve --procs 2``: two worker processes answer on one port (the diagnostics
+    name their pids), sessions on them take every change, and stopping the server (its pid is
+    the supervisor's) ends the workers too instead of leaving them holding the port."""
+    with loadtest.start_server(procs=2) as server:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 180
+        while len(pids) < 2 and time.monotonic() < deadline:
+            diag = server.diagnostics(objects=False, timeout=5)
+            if diag:
+                pids.add(diag["pid"])
+        assert len(pids) == 2 and server.pid not in pids, pids
+        result = loadtest.run_load(
+            server, sessions=4, changes=2, labs=("kde", "criticality"), timeout=120.0
+        )
+        loadtest.print_load(result)
+        assert result.errors == []
+        assert result.changes_sent == result.changes_observed == 8
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("procs", [-1, 2 * (os.cpu_count() or 1) + 1])
+def test_procs_out_of_range_is_refused_with_the_bound(procs):
+    cores = os.cpu_count() or 1
+    with pytest.raises(SystemExit, match=rf"--procs must be 0 \(one per core\) \.\. {2 * cores}"):
+        app_server._check_procs(procs)
+    assert app_server._check_procs(0) == cores  # 0: one worker per core

@@ -134,7 +134,7 @@ def cmd_info(_args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from apps.server import serve  # noqa: PLC0415 - Panel only when serving
 
-    serve(port=args.port, address=args.address, show=args.show)
+    serve(port=args.port, address=args.address, show=args.show, procs=args.procs)
     return 0
 
 
@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--address", default="127.0.0.1", help="interface to bind (default 127.0.0.1: local only)"
     )
     serve.add_argument("--show", action="store_true", help="open a browser tab")
+    serve.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1; 0: one per core). For a class: "
+        "each process serves its own sessions on its own core",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sw = sub.add_parser("sweep", help="run a lab over a grid of parameter values")
