@@ -168,12 +168,17 @@ def _sweep_rows(
     clip: bool = True,
     stop: threading.Event | None = None,
 ) -> None:
-    """:func:`_sweep` for one range of rows, in the calling thread."""
+    """:func:`_sweep` for one range of rows, in the calling thread.
+
+    Under NumPy the points block and the distance block are two buffers reused for every
+    block (``visit`` must not keep views of ``dist``): a fresh 13 MB block per GEMM cost page
+    faults on every block (GEMM stage 5.5 ns per distance against 3.4 at the kernel's rate)."""
     m, n, d = rows.stop - rows.start, data.shape[0], data.shape[1]
     q, q_sq = query[rows], query_sq[rows]
     augmented = xp.concatenate([q, q_sq[:, None], xp.ones((m, 1))], axis=1)
     if xp is np:
         step, blas = BLOCK_POINTS, single_blas_thread()
+        point_buffer, dist_buffer = np.empty(min(n, step) * (d + 2)), np.empty(m * min(n, step))
     else:
         step = int(max(1, min(n, chunk_bytes // (8 * max(1, m)))))
         blas = contextlib.nullcontext()
@@ -183,11 +188,19 @@ def _sweep_rows(
             if stop is not None and stop.is_set():
                 return  # the other half failed; its error is raised by the caller
             end = min(start + step, n)
-            points = xp.empty((end - start, d + 2))
+            size = end - start
+            if xp is np:  # contiguous views of the reused buffers (the last block is shorter)
+                points = point_buffer[: size * (d + 2)].reshape(size, d + 2)
+                dist = dist_buffer[: m * size].reshape(m, size)
+            else:
+                points = xp.empty((size, d + 2))
             xp.multiply(data[start:end], -2.0, out=points[:, :d])
             points[:, d] = 1.0
             points[:, d + 1] = data_sq[start:end]
-            dist = augmented @ points.T
+            if xp is np:
+                np.matmul(augmented, points.T, out=dist)
+            else:
+                dist = augmented @ points.T
             if clip:
                 xp.maximum(dist, 0.0, out=dist)
             visit(dist, rows)
