@@ -231,14 +231,18 @@ def bin_distances(
     n = data.shape[0]
     stride = max(1, -(-n // PILOT_POINTS))
     sample, sample_sq = data[::stride], data_sq[::stride]
-    base = xp.concatenate(  # rows in groups: the pilot block stays ≤ PILOT_ROWS × PILOT_POINTS
-        [
-            squared_distances(
-                query[r : r + PILOT_ROWS], sample, query_sq[r : r + PILOT_ROWS], sample_sq
-            ).min(axis=1)
-            for r in range(0, query.shape[0], PILOT_ROWS)
-        ]
-    )
+    # BLAS on one thread here too: OpenBLAS workers left spinning after a multi-threaded pilot
+    # GEMM would take a core from the two threads of the pass that follows
+    blas = single_blas_thread() if xp is np else contextlib.nullcontext()
+    with blas:
+        base = xp.concatenate(  # rows in groups: the pilot block ≤ PILOT_ROWS × PILOT_POINTS
+            [
+                squared_distances(
+                    query[r : r + PILOT_ROWS], sample, query_sq[r : r + PILOT_ROWS], sample_sq
+                ).min(axis=1)
+                for r in range(0, query.shape[0], PILOT_ROWS)
+            ]
+        )
     floor = max(
         laplace.floor_for(max_scale),
         2.0 ** math.ceil(math.log2(max(NEAR_RELATIVE * float(xp.max(base)), 1e-300))),
