@@ -223,3 +223,18 @@ def test_compiled_crossing_matches_the_numpy_form(monkeypatch):
         for key in ("target", "before_weight", "weight"):
             np.testing.assert_allclose(fast[key], slow[key], rtol=1e-13, atol=0)
         assert np.all(fast["in_bin"] >= 1)  # the crossing entry holds points
+
+
+def test_laplace_sums_on_two_threads_equal_one(monkeypatch):
+    """Splitting the scales over two threads changes nothing (each (scale, row) is one loop)."""
+    rng = np.random.default_rng(7)
+    gaps = rng.chisquare(8, (12, 2000))
+    binned = laplace.bin_table(np, gaps - gaps.min(axis=1)[:, None], 1e4)
+    scales = np.geomspace(1e-3, 1e4, 33)
+    monkeypatch.setattr(binning_kernel, "SUMS_THREAD_WORK", 1)
+    split = laplace.laplace_sums(binned, scales)
+    monkeypatch.setattr(binning_kernel, "SUMS_THREAD_WORK", 2**62)
+    single = laplace.laplace_sums(binned, scales)
+    for a, b in zip(split, single, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(np.isfinite(split[0])) and np.all(split[0] >= 1)
