@@ -407,8 +407,10 @@ def test_caps_come_from_the_study_declarations():
     """The old MAX_ITER_CAP = 200 vs Study max_iter ≤ 50 drift cannot recur: one declaration."""
     assert quad.MAX_ITER_CAP == quad.QuadratureStudy.param.max_iter.bounds[1]
     assert quad.MAX_INTERVALS == quad.QuadratureStudy.param.intervals.bounds[1]
-    ds = quad.run_policy_iteration("lqr", n=5, tol=0.0, max_iter=quad.MAX_ITER_CAP)
-    assert ds.sizes["iteration"] == quad.MAX_ITER_CAP
+    # sin at M = 6: its oscillating closed loop keeps Θ at full rank for 100 iterations (the
+    # LQR state decays along one mode and PI stops at ~54, tests/test_quadrature_breakdown.py)
+    ds = quad.run_policy_iteration("sin", n=5, tol=0.0, max_iter=quad.MAX_ITER_CAP, intervals=6)
+    assert ds.sizes["iteration"] == quad.MAX_ITER_CAP and int(ds.stopped_early) == 0
 
 
 # --- the Wiener kernel (issue 8: it always failed) ------------------------------------------------

@@ -12,7 +12,7 @@ as its settings: the knobs are described once, in the Study's ``param`` declarat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,9 @@ import numpy as np
 import xarray as xr
 
 from workbench.blas import single_blas_thread
-from workbench.labs.quadrature.rules import IntervalRule
+from workbench.labs.quadrature.rules import IntervalRule, QuadratureWarning
 from workbench.labs.quadrature.systems import Segment
-from workbench.study import checkpoint
+from workbench.study import StudyInputError, checkpoint, warn_user
 
 if TYPE_CHECKING:
     from workbench.labs.quadrature.study import QuadratureStudy
@@ -67,19 +67,85 @@ def _trajectory(segment: Segment) -> tuple[np.ndarray, np.ndarray]:
     return times, states
 
 
-def evaluate_policy(system, segment: Segment, quadrature: IntervalRule) -> np.ndarray:
-    """ω = pinv(Θ) Ξ̂ with Θ_k = φ(x(t_k)) − φ(x(t_k + T)), Ξ̂_k = Σ_n w_n l_n (brief, step 3)."""
+def regression(system, segment: Segment, quadrature: IntervalRule) -> tuple[np.ndarray, np.ndarray]:
+    """(Θ, Ξ̂): Θ_k = φ(x(t_k)) − φ(x(t_k + T)) and Ξ̂_k = Σ_n w_n l_n (brief, step 3)."""
     theta = system.features(segment.states[:, 0]) - system.features(segment.states[:, -1])
     if quadrature.weights is None:
         integrals = segment.exact_costs
     else:
         integrals = segment.costs @ quadrature.weights
+    return theta, integrals
+
+
+def evaluate_policy(system, segment: Segment, quadrature: IntervalRule) -> np.ndarray:
+    """ω = pinv(Θ) Ξ̂ (brief, step 3; Θ and Ξ̂ from :func:`regression`)."""
+    theta, integrals = regression(system, segment, quadrature)
     return np.linalg.pinv(theta) @ integrals
 
 
-def iterate(study: QuadratureStudy, n: int | None = None) -> Iterator[IterationRecord]:
+#: Below this a feature (a square of the state) has lost digits to underflow: the smallest
+#: normal double divided by the unit roundoff (~1e-292, i.e. |x| below ~1e-146).
+_UNDERFLOW = np.finfo(float).tiny / np.finfo(float).eps
+
+
+def ill_posed(system, segment: Segment, theta: np.ndarray, integrals: np.ndarray) -> str | None:
+    """Why Θω = Ξ̂ cannot determine this policy's value weights ω, in plain words (None if it can).
+
+    Least squares determines ω only when Θ has full column rank over the independent features
+    (``system.feature_rank``: 6 for x ⊗ x in 3-D, 3 for the sin system): the trajectory must
+    excite every quadratic direction ("persistence of excitation", Vrabie et al., Automatica
+    2009). PI continues one trajectory (the state is never reset) and a stabilizing policy
+    makes it decay: after a few iterations of M = 200 intervals (20 s each) the LQR state is
+    ~1e-46 and lies along the slowest closed-loop mode, so Θ's rows are (nearly) multiples of
+    one vector. Its rank is then judged as NumPy/LAPACK do (``matrix_rank``: singular values
+    above σ₁·max(M, p)·ε), after two cruder failures: a diverging policy overflows the state
+    (non-finite Θ), and a state below ~1e-146 has squares that underflow. Without this check
+    ``pinv`` returned a minimum-norm ω, the improved policy destabilized the loop, the state
+    overflowed and the SVD failed (``LinAlgError``) some iterations later.
+    """
+    size = float(np.abs(segment.states[-1, -1]).max()) if segment.states.size else 0.0
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(integrals))):
+        return "the closed-loop state diverged (it overflowed double precision)"
+    if np.abs(theta).max() < _UNDERFLOW:
+        return (
+            f"the state has decayed to |x| ≈ {size:.0e}, so small that its squares underflow "
+            "double precision"
+        )
+    rank = int(np.linalg.matrix_rank(theta))
+    if rank < system.feature_rank:
+        return (
+            f"the trajectory has decayed to |x| ≈ {size:.0e} along too few directions: its "
+            f"{theta.shape[0]} intervals no longer determine the {system.feature_rank} value "
+            f"weights (the least-squares matrix has numerical rank {rank} of "
+            f"{system.feature_rank})"
+        )
+    return None
+
+
+def stop_message(study: QuadratureStudy, iteration: int, problem: str) -> str:
+    """The plain-words note of a run that broke down at ``iteration`` (see :func:`ill_posed`)."""
+    kept = iteration - 1
+    if kept == 0:
+        return f"Policy iteration cannot evaluate the initial policy: {problem}."
+    return (
+        f"Policy iteration stopped at iteration {iteration} of {study.max_iter}: {problem}. "
+        f"The {kept} iteration{'s' if kept != 1 else ''} before it {'are' if kept != 1 else 'is'} "
+        "kept. PI continues one "
+        "trajectory that decays under each stabilizing policy; fewer intervals M per iteration, "
+        "or a stopping tolerance above 0, ends the run before that."
+    )
+
+
+def iterate(
+    study: QuadratureStudy, n: int | None = None, warn: bool = True
+) -> Generator[IterationRecord, None, str | None]:
     """The PI loop of the brief: evaluate, improve, continue the trajectory (at N = ``n``, by
     default the Study's; a vectorized ``evaluate`` passes each N without copying the Study).
+
+    When an iteration's least-squares problem cannot determine ω (:func:`ill_posed`) the run
+    stops there: the records before it stand, the generator returns the reason (``warn``: also
+    said to the user in full, a :class:`~workbench.labs.quadrature.rules.QuadratureWarning`), and a
+    breakdown at the first iteration, with nothing to keep, raises :class:`StudyInputError`.
 
     BLAS runs on one thread inside each iteration (every matrix is at most 30 × 30; a
     multi-threaded OpenBLAS busy-waiting on a loaded 2-core machine made the N-sweep 5× slower,
@@ -96,7 +162,16 @@ def iterate(study: QuadratureStudy, n: int | None = None) -> Iterator[IterationR
         checkpoint()
         with single_blas_thread():
             segment = system.sample(state, policy, quadrature.offsets, intervals, t_start, exact)
-            new_weights = evaluate_policy(system, segment, quadrature)
+            theta, integrals = regression(system, segment, quadrature)
+            problem = ill_posed(system, segment, theta, integrals)
+            new_weights = None if problem else np.linalg.pinv(theta) @ integrals
+        if problem:
+            message = stop_message(study, iteration, problem)
+            if iteration == 1:
+                raise StudyInputError(message)
+            if warn:
+                warn_user(message, QuadratureWarning)
+            return problem
         step = float(np.linalg.norm(new_weights - weights))
         weights = new_weights
         gain = system.gain(weights)
@@ -117,7 +192,8 @@ def iterate(study: QuadratureStudy, n: int | None = None) -> Iterator[IterationR
             converged=converged,
         )
         if converged:
-            return
+            return None
+    return None
 
 
 def summary(
@@ -136,6 +212,8 @@ def summary(
             else 0.0
         ),
         "bq_fallback": int(quadrature.solver == "eigh"),
+        # neither converged nor at the cap: the iteration broke down (:func:`ill_posed`)
+        "stopped_early": int(not last.converged and last.iteration < study.max_iter),
     }
 
 
@@ -159,6 +237,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "worst_case_error": ("1", "worst-case error e(w) of the weights in the kernel's RKHS"),
     "weight_sum_bias": ("s", "Σw − T"),
     "bq_fallback": ("1", "BQ solved by eigendecomposition (1) instead of Cholesky (0)"),
+    "stopped_early": ("1", "PI stopped before the cap: ω no longer determined (1), or not (0)"),
 }
 
 

@@ -163,6 +163,15 @@ class QuadratureStudy(Study):
             )
         if self.system == "lqr":
             make_system("lqr", gain)  # admissible K₀ (A − BK₀ stable), or a message
+        needed = (LQRSystem if self.system == "lqr" else SinSystem).feature_rank
+        if 0 < self.intervals < needed:
+            # fewer equations than value weights: least squares cannot determine ω (pinv gave
+            # a minimum-norm guess and PI wandered: ‖ω − ω*‖ ≈ 7-8 after 15 iterations)
+            raise StudyInputError(
+                f"intervals M per iteration must be at least {needed} for the {self.system} "
+                f"system (one equation per value weight; it has {needed}), or 0 for the "
+                f"paper's M; got {self.intervals}"
+            )
 
     def estimated_seconds(self) -> float:
         """The page's N-sweep (5 rules × the sweep's N, each a full policy iteration): about
@@ -261,7 +270,22 @@ class QuadratureStudy(Study):
         for value in ns:
             self.quadrature(int(value))
         self._note_fallback([int(v) for v in ns])
-        runs = [list(policy.iterate(self, int(value))) for value in ns]
+        runs, stopped = [], []
+        for value in ns:
+            records = []
+            # one note for the whole sweep, not one per N (the generator returns its reason)
+            reason = yield_into(policy.iterate(self, int(value), warn=False), records)
+            runs.append(records)
+            if reason:
+                stopped.append((int(value), reason))
+        if stopped:
+            warn_user(
+                f"{rules.rule_name(self.rule_label())}: policy iteration stopped before the "
+                f"iteration cap for N = {_ranges([n for n, _ in stopped])}: at N = "
+                f"{stopped[0][0]}, {stopped[0][1]}; the iterations before it are kept",
+                rules.QuadratureWarning,
+                stacklevel=2,
+            )
         return _stack_runs(self, ns, runs)
 
     def copy_with(self, **knobs: Any) -> QuadratureStudy:
@@ -269,6 +293,26 @@ class QuadratureStudy(Study):
         other = type(self)(**self.values())
         other.checked_update(**knobs)
         return other
+
+
+def _ranges(values: list[int]) -> str:
+    """2, 3, 4, 7 → "2–4, 7"."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def yield_into(generator: Any, out: list) -> Any:
+    """Append everything ``generator`` yields to ``out``; return what it returns."""
+    while True:
+        try:
+            out.append(next(generator))
+        except StopIteration as stop:
+            return stop.value
 
 
 def check_ns(ns: Any) -> np.ndarray:

@@ -62,6 +62,9 @@ class LQRSystem:
     x0 = np.array([2.0, -2.0, 3.0])
     state_labels = ("x1", "x2", "x3")
     basis_labels = tuple(f"x{i}*x{j}" for i in range(1, 4) for j in range(1, 4))
+    #: Independent value features: x ⊗ x has 9 columns but x_i x_j = x_j x_i leaves 6, so the
+    #: least-squares matrix Θ can have rank 6 at most (M ≥ 6 intervals are needed).
+    feature_rank = 6
 
     def __init__(self, initial_gain: Any = None) -> None:
         self.initial_gain = self._admissible_gain(initial_gain)
@@ -138,6 +141,8 @@ class SinSystem:
     x0 = np.array([1.0, 1.0])
     state_labels = ("x1", "x2")
     basis_labels = ("x1*x1", "x1*x2", "x2*x2")
+    #: Independent value features (Θ's largest rank; M ≥ 3 intervals are needed).
+    feature_rank = 3
     optimal_weights = np.array([0.5, 0.0, 1.0])
     optimal_gain = None
 
