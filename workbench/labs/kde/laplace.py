@@ -16,7 +16,9 @@ O(bins):
   no division. Gaps below a power-of-two ``floor`` (the nearest point, t = 0, and near-ties) share
   one "floor" bin counted as t = 0.
 * **Moments.** Per bin: n_b and M_p = Σ v_i^p for p = 1..P (``ORDER`` = P = 6), one pass over the
-  gaps (``bincount`` per moment).
+  gaps: the compiled kernel of :mod:`.binning_kernel` under NumPy with numba (one fused loop,
+  GIL released), else one ``bincount`` per moment. The accumulator holds one (n_b, M_1..M_6,
+  pad) row of ``ACC_WIDTH`` = 8 floats per bin.
 * **Taylor in each bin.** With centre c = a + w/2 and half width r = w/2,
   e^{−s t} = e^{−s c} e^{−s r v} ≈ e^{−s c} Σ_{p≤P} (−s r)^p v^p / p!, so
   S̃(s) = n_floor + Σ_b e^{−s c_b} Σ_p (−s r_b)^p M_{p,b} / p!.
@@ -35,7 +37,8 @@ With q = 5 and P = 6 the a-priori bound per bin is at most
 n_b e^{−y} (y/64)^7/7! with y = s·a_b, below 1e-12 relative to S for the lab's sizes, so fallbacks
 are rare; the floor is chosen so that s·floor ≤ 1e-12 for the largest s asked.
 
-Works on NumPy and CuPy arrays alike (bit views, shifts and ``bincount`` exist in both).
+Works on NumPy and CuPy arrays alike (bit views, shifts and ``bincount`` exist in both); the
+compiled kernels serve NumPy only (``WORKBENCH_NO_NUMBA=1`` turns them off).
 """
 
 from __future__ import annotations
