@@ -5,19 +5,23 @@ figure from :mod:`workbench.labs.quadrature.figures`. The system, length-scale, 
 iteration cap, tolerance and K₀ recompute the N-sweep off the loop (shared by all sessions);
 N, the rule, the kernel and ν only restart policy iteration, which the base's streaming runner
 feeds into the live panels one batch per tick, and move the "you are here" markers.
+
+Every panel is a :class:`apps.live.LiveFigures` figure: legend labels hold no numbers (values
+are in the titles), so a knob change patches the panels' data in place; only a new system
+(other states, K vs ω) rebuilds the trajectory and gain panels.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-import weakref
 
 import holoviews as hv
 import panel as pn
 
 from apps import shell
 from apps.lab_app import LabDashboard
+from apps.live import LiveFigures
 from workbench import plots
 from workbench.labs import quadrature as quad
 from workbench.labs.quadrature import figures
@@ -48,6 +52,11 @@ on the Hamilton–Jacobi–Bellman (HJB) equation, so the error $\lVert\omega_i 
 
 #: Jitter stops shown by the slider (the Study accepts any value from 0 to 0.01 in links).
 JITTER_STOPS = [0.0, 1e-12, 1e-10, 1e-8, 1e-6]
+#: The panels: the N-sweep pair (redrawn per sweep, with a live "you are here" line), the
+#: weights (per N, rule, kernel) and the three live panels policy iteration streams into.
+SWEEP_PANES = ("sweep", "wce")
+LIVE_PANES = ("pi", "trajectory", "gain")
+PANES = ("pi", "sweep", "weights", "wce", "trajectory", "gain")
 
 
 _grid_locks: dict[tuple, threading.Lock] = {}
@@ -99,9 +108,8 @@ class QuadratureDashboard(LabDashboard):
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
-        if hasattr(self, "panes"):
-            self.panes["sweep"].object = self._n_plot(figures.error_vs_n, result["sweep"])
-            self.panes["wce"].object = self._n_plot(figures.worst_case_error, result["sweep"])
+        if hasattr(self, "live"):
+            self.live.refresh(*SWEEP_PANES)  # in place: the legends hold no numbers
         self.restart()
 
     def update_cheap(self, changed):
@@ -114,50 +122,25 @@ class QuadratureDashboard(LabDashboard):
         self.run = {"records": [], "label": snapshot.rule_label(), "n": snapshot.n}
         self.run["max_iter"] = snapshot.max_iter
         self.run["targets"] = snapshot.copy_with(max_iter=1, n=2, rule="trapezoid").evaluate()
-        weights = quad.weights_comparison(snapshot)
-        if not hasattr(self, "pipe"):
-            self._spans = weakref.WeakSet()  # the markers' Bokeh spans, one per drawn N plot
-            self.pipe = hv.streams.Pipe(data=[])
-            self.n_stream = hv.streams.Stream.define("N", n=snapshot.n)()
-            self.marker = hv.DynamicMap(self._marker, streams=[self.n_stream])
-            # updated in place per N (a new figure object would rebuild the whole plot)
-            self.weights_pipe = hv.streams.Pipe(data=weights)
-            self.weights = hv.DynamicMap(
-                lambda data: figures.quadrature_weights(data).opts(framewise=True),
-                streams=[self.weights_pipe],
-            )
-        self._move_markers(snapshot.n)
-        self.weights_pipe.send(weights)
-        if hasattr(self, "panes"):
-            if self.run["targets"].sizes["state"] != self._live_states:
-                self._live_panels()  # the state and gain layers differ between systems
-        # No clearing send: the live panels keep the last run, title included, until the new
+        self.weights = quad.weights_comparison(snapshot)
+        if not hasattr(self, "markers"):
+            # "you are here" lines drawn into the N plots by a hook and moved in place (a
+            # marker layer would re-process the whole overlay per N: ~80 ms a plot)
+            style = {"line_color": figures.HERE_STYLE["color"], "line_dash": "dotted"}
+            style["line_width"] = figures.HERE_STYLE["line_width"]
+            self.markers = {name: shell.LiveMarker("vline", **style) for name in SWEEP_PANES}
+        for marker in self.markers.values():
+            marker.move(float(snapshot.n) - 1.0)  # the N plots' axis is N − 1
+        if hasattr(self, "live"):
+            self.live.refresh("weights")
+        # No clearing redraw: the live panels keep the last run, title included, until the new
         # run's first batch arrives a tick later (a clearing redraw cost ~140 ms of the loop).
         self.start_stream(snapshot.stream, self._on_records)
 
-    def _n_plot(self, builder, sweep):
-        """An N plot with the live "you are here" line (``compose`` keeps its log axes)."""
-        return plots.compose(builder(sweep, here=True), self.marker)
-
-    def _marker(self, n):
-        # The hook must not hold the page: HoloViews keeps hooks in its process-wide option
-        # store until the element is freed, and the element lives in this page, so a hook
-        # closing over self kept every closed quadrature page (and its Study) alive.
-        spans = self._spans
-        return figures.you_are_here(n).opts(
-            hooks=[lambda plot, _: spans.add(plot.handles["glyph"])]
-        )
-
-    def _move_markers(self, n):
-        """Move the drawn "you are here" lines in place: re-rendering the two N plots around
-        them took ~80 ms each per change of N. The stream keeps N for any later full render."""
-        self.n_stream.update(n=n)
-        for span in list(self._spans):
-            span.location = figures.you_are_here(n).data
-
     def _on_records(self, batch):
         self.run["records"].extend(batch)
-        self.pipe.send(self.run["records"])
+        if hasattr(self, "live"):
+            self.live.refresh(*LIVE_PANES)
 
     def floor(self):
         """The converged error of the running rule at the running N (from the N-sweep)."""
@@ -166,7 +149,7 @@ class QuadratureDashboard(LabDashboard):
             return float(sweep["weight_error"].sel(rule=self.run["label"], n=self.run["n"]))
         return None
 
-    def _pi_figure(self, data):
+    def _pi_figure(self):
         records = self.run["records"]
         return figures.policy_iteration(
             {"this run": figures.records_curve(records)},
@@ -176,25 +159,27 @@ class QuadratureDashboard(LabDashboard):
             title=figures.live_title(self.run["label"], self.run["n"], records),
         )
 
-    def _trajectory_figure(self, data):
+    def _trajectory_figure(self):
         return figures.records_trajectory(self.run["records"], self.run["targets"]["state"].values)
 
-    def _gain_figure(self, data):
+    def _gain_figure(self):
         return figures.records_gains(self.run["records"], self.run["targets"], self.run["max_iter"])
 
-    def _live_panels(self):
-        self._live_states = self.run["targets"].sizes["state"]
-        for name in ("pi", "trajectory", "gain"):
-            callback = getattr(self, f"_{name}_figure")
-            self.panes[name].object = hv.DynamicMap(callback, streams=[self.pipe])
+    def _draw(self, name):
+        """One panel at the current state (LiveFigures patches it in place when it can)."""
+        sweep = self.result["sweep"]
+        if name == "sweep":
+            return figures.error_vs_n(sweep, here=True).opts(hooks=[self.markers[name].hook])
+        if name == "wce":
+            return figures.worst_case_error(sweep, here=True).opts(hooks=[self.markers[name].hook])
+        if name == "weights":
+            return figures.quadrature_weights(self.weights)
+        return getattr(self, f"_{name}_figure")()
 
     def plots(self):
         opts = {"sizing_mode": "stretch_width", "min_height": 320}
-        names = ("pi", "sweep", "weights", "wce", "trajectory", "gain")
-        self.panes = {name: pn.pane.HoloViews(hv.Curve([]), **opts) for name in names}
-        self._live_states = None
-        self.panes["weights"].object = self.weights
-        self.render(self.result)
+        self.live = LiveFigures(self._draw, PANES, opts)
+        self.panes = self.live.panes
         p = self.panes
         return pn.Column(
             shell.row(p["pi"], p["sweep"]),
@@ -229,18 +214,20 @@ class QuadratureDashboard(LabDashboard):
         sweep, n = self.result["sweep"], self.run["n"]
         return hv.Layout(
             [
-                self._pi_figure(None),
+                self._pi_figure(),
                 plots.compose(figures.error_vs_n(sweep, here=True), figures.you_are_here(n)),
                 figures.quadrature_weights(quad.weights_comparison(self.study)),
                 plots.compose(figures.worst_case_error(sweep, here=True), figures.you_are_here(n)),
-                self._trajectory_figure(None),
-                self._gain_figure(None),
+                self._trajectory_figure(),
+                self._gain_figure(),
             ]
         ).cols(2)
 
     def close(self):
         self.stop_stream()
         self.run = {"records": []}
+        if hasattr(self, "live"):
+            self.live.close()
 
 
 create_app = QuadratureDashboard.create_app

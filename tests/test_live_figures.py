@@ -124,6 +124,12 @@ def test_a_hooked_marker_stays_one_glyph_through_in_place_updates():
         ("fractional", "alpha", 1.55),
         ("fractional", "intervals", 96),
         ("fractional", "preconditioner", "laplacian"),
+        ("quadrature", "n", 11),
+        ("quadrature", "rule", "bq"),
+        ("quadrature", "nu", 1.5),
+        ("quadrature", "kernel", "wiener"),
+        ("quadrature", "lengthscale", 0.5),  # a new N-sweep: patched in too
+        ("quadrature", "max_iter", 20),
     ],
 )
 def test_a_cheap_knob_move_patches_every_panel_in_place(lab, knob, value):

@@ -23,6 +23,7 @@ from workbench.plots import (
     THEORY_STYLE,
     curve_family,
     marker_line,
+    shown_if,
 )
 
 #: Plots that share an x axis of N − 1 (what the error-vs-N fits are made against).
@@ -56,7 +57,11 @@ def policy_iteration(
 ) -> hv.Overlay:
     """‖ω_i − ω*‖₂ per PI iteration (log y) for each run in ``curves`` (label → (i, error)),
     with the exact-integral run (``reference``: Newton's quadratic convergence, dashed) and the
-    converged error of the current rule (``floor``, dotted)."""
+    converged error of the current rule (``floor``, dotted: read off the log axis; the live
+    title has no room left for it, tests/test_plots_legends.py).
+
+    The floor line is always a layer, hidden when there is no floor, and its legend label holds
+    no number: a live page then patches this panel in place at every N (apps/live.py)."""
     layers = []
     for k, (label, (its, errs)) in enumerate(curves.items()):
         its, errs = np.asarray(its, float), np.asarray(errs, float)
@@ -76,9 +81,17 @@ def policy_iteration(
                 label="exact integrals (Newton)",
             ).opts(color=PALETTE[len(curves) % len(PALETTE)], **THEORY_STYLE)
         )
-    if floor is not None and np.isfinite(floor) and floor > 0:
-        label = f"converged error {floor:.2e}"
-        layers += [*marker_line(floor, label, vertical=False, color="grey", line_dash="dotted")]
+    has_floor = floor is not None and bool(np.isfinite(floor)) and floor > 0
+    layers += shown_if(
+        has_floor,
+        *marker_line(
+            floor if has_floor else 1.0,
+            "converged error",
+            vertical=False,
+            color="grey",
+            line_dash="dotted",
+        ),
+    )
     last = max_iter or max((len(its) for its, _ in curves.values()), default=1)
     return _outside_legend(
         hv.Overlay(layers),
@@ -113,18 +126,21 @@ def records_curve(records: Sequence[IterationRecord]) -> tuple[np.ndarray, np.nd
 
 
 def error_vs_n(sweep: xr.Dataset, *, title: str | None = None, here: bool = False) -> hv.Overlay:
-    """Converged ‖ω̂ − ω*‖₂ against N − 1 (log–log) per rule, the slope fitted by the library
-    (over its fit range) in each legend label, and dashed theory lines N^-b for each rule's
-    order b, anchored at the first fitted point of the first rule with that order (and in its
-    colour). ``here``: a legend entry for the :func:`you_are_here` line composed on later."""
+    """Converged ‖ω̂ − ω*‖₂ against N − 1 (log–log) per rule, the slopes fitted by the library
+    (over its fit range, ``attrs['fit_min_n']``..``fit_max_n``) in the title, in legend order, and dashed theory lines N^-b for each
+    rule's order b, anchored at the first fitted point of the first rule with that order (and
+    in its colour). ``here``: a legend entry for the :func:`you_are_here` line composed on later.
+
+    Legend labels carry no numbers (a new sweep then patches the live panel in place)."""
     x = sweep["n"].values - 1
-    curves, theory, pair = {}, {}, {}
+    curves, theory, pair, slopes = {}, {}, {}, []
     fit = (sweep["n"] >= sweep.attrs["fit_min_n"]).values
     for label in sweep["rule"].values:
         row = sweep.sel(rule=label)
         # "BQ ν = 3/2": the explanation says BQ uses a Matérn kernel; a short legend leaves room.
         rule = rule_name(str(label)).replace("BQ Matérn ", "BQ ")
-        name = f"{rule} (slope {float(row['slope']):+.2f})"
+        name = rule
+        slopes.append(f"{float(row['slope']):.1f}".replace("-", "−"))
         curves[name] = row["weight_error"].values
         order = float(row["theory_order"])
         key = f"(N−1)^-{order:g}" if order != 2 else "(N−1)⁻²"
@@ -134,10 +150,7 @@ def error_vs_n(sweep: xr.Dataset, *, title: str | None = None, here: bool = Fals
             theory[key] = (x, errors[first] * (x / x[first]) ** -order)
             pair[key] = name
     if title is None:
-        title = (
-            f"Error vs N ({sweep.attrs['system']}; slopes fitted for N = "
-            f"{sweep.attrs['fit_min_n']}..{sweep.attrs['fit_max_n']})"
-        )
+        title = f"Error vs N ({sweep.attrs['system']}), slopes {', '.join(slopes)}"
     overlay = curve_family(
         x,
         curves,
@@ -202,9 +215,13 @@ def worst_case_error(
 def quadrature_weights(table: xr.Dataset) -> hv.Overlay:
     """The weights w_n on one interval: trapezoid and BQ (from
     :func:`~workbench.labs.quadrature.weights_comparison`), with BQ's Σw − T and e(w) in the
-    title."""
+    title (legend: "trapezoid", "BQ", whatever the kernel, so a kernel or ν move patches the
+    live panel in place; the kernel is named in the sidebar and the live PI title)."""
     t = table["node_time"].values
-    curves = {rule_name(str(r)): table["weights"].sel(rule=r).values for r in table["rule"].values}
+    curves = {
+        ("trapezoid" if str(r) == "trapezoid" else "BQ"): table["weights"].sel(rule=r).values
+        for r in table["rule"].values
+    }
     bq = table.sel(rule=table["rule"].values[-1])
     title = (
         f"Weights, N = {table.sizes['node']}: BQ Σw − T = "
@@ -249,7 +266,7 @@ def gains(
     title: str = "",
 ) -> hv.Overlay:
     """K_i approaching the Riccati K* (LQR) or ω_i approaching ω* (sin): one line per entry, the
-    target as a dashed line of the same colour."""
+    target as a dashed line of the same colour (its values in the title, not the legend)."""
     values = np.atleast_2d(np.asarray(values, float))
     its = np.arange(1, values.shape[0] + 1)
     span = np.array([0.5, max(6, max_iter or values.shape[0]) + 0.5])
@@ -265,9 +282,11 @@ def gains(
                 (span, np.full(2, target[j])),
                 "PI iteration i",
                 f"{name}ᵢ",
-                label=f"{name}*{j + 1} = {target[j]:.4f}",
+                label=f"{name}*{j + 1}",
             ).opts(color=colour, **THEORY_STYLE, **FRAMEWISE),
         ]
+    values_text = ", ".join(f"{v:.3g}" for v in np.ravel(target))
+    title = f"{title}: {name}* = ({values_text})" if title else f"{name}* = ({values_text})"
     return _outside_legend(
         hv.Overlay(layers),
         title=title,
@@ -287,11 +306,11 @@ def records_gains(
     if "optimal_gain" in run:
         rows = [np.ravel(r.gain) for r in records if r.gain is not None]
         target, name = run["optimal_gain"].values, "K"
-        title = "Gain Kᵢ approaching the Riccati K*"
+        title = "Gain Kᵢ → Riccati K*"
     else:
         rows = [np.ravel(r.weights) for r in records]
         target, name = run["optimal_weights"].values, "ω"
-        title = "Weights ωᵢ approaching ω* (V* = ½x₁² + x₂²)"
+        title = "Weights ωᵢ → ω*"
     values = np.array(rows) if rows else np.empty((0, target.size))
     return gains(values, target, name=name, max_iter=max_iter, title=title)
 
