@@ -106,7 +106,10 @@ def server_side(changes: int) -> list[tuple]:
 def browser_side(presses: int) -> list[tuple]:
     import subprocess
     import sys
+    from pathlib import Path
 
+    # The browser helpers live in tests/ (shared with the UI tests), beside benchmarks/.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.browser import SIGNATURE, plot_signature, wait_for_plots
     from tests.conftest import CHROMIUM_FLAGS, _free_port, chromium_path
 
