@@ -395,7 +395,13 @@ class LabDashboard:
             finally:
                 inbox.put(done)
 
+        own: dict[str, Any] = {}
+
         def drain() -> None:
+            if generation != self._stream_generation or self._closed:
+                # Stale: stop itself. Panel 1.9 restarts a PeriodicCallback stopped before the
+                # page connected, and stop_stream(generation) no longer reaches a stale one.
+                return own["callback"].stop()
             batch, finished = [], False
             while True:
                 try:
@@ -420,7 +426,9 @@ class LabDashboard:
                 self.stop_stream(generation)
 
         worker_pool().submit(produce)
-        self._stream_callback = pn.state.add_periodic_callback(drain, period=self.stream_period_ms)
+        own["callback"] = self._stream_callback = pn.state.add_periodic_callback(
+            drain, period=self.stream_period_ms
+        )
 
     def stop_stream(self, generation: int | None = None) -> None:
         if generation is not None and generation != self._stream_generation:

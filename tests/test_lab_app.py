@@ -303,3 +303,34 @@ def test_one_heavy_view_does_not_stall_another_session(browser, toy_url):
     finally:
         a.close()
         b.close()
+
+
+def test_a_superseded_stream_drain_stops_its_own_callback(monkeypatch):
+    """Panel 1.9 restarts a PeriodicCallback stopped before the page connected (its deferred
+    start runs later); the stale drain must then stop itself, not poll until the tab closes."""
+
+    class Callback:
+        def __init__(self):
+            self.running = True
+
+        def stop(self):
+            self.running = False
+
+    made = []
+
+    def add_periodic_callback(function, period):
+        made.append((function, Callback()))
+        return made[-1][1]
+
+    monkeypatch.setattr(lab_app.pn.state, "add_periodic_callback", add_periodic_callback)
+    d = ToyDashboard()
+    d._doc = object()  # served: streams run on the pool and drain on periodic callbacks
+    d.start_stream(lambda: iter([1, 2]), lambda batch: None)
+    stale_drain, stale_callback = made[-1]
+    d.start_stream(lambda: iter([3]), lambda batch: None)  # supersedes the first stream
+    assert not stale_callback.running
+    stale_callback.running = True  # what Panel's deferred start does
+    stale_drain()
+    assert not stale_callback.running
+    live_drain, live_callback = made[-1]
+    assert live_callback.running  # the current stream's callback is left alone
