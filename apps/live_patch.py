@@ -27,6 +27,7 @@ ways after each knob move and compares every data column, range, title and visib
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 import holoviews as hv
@@ -78,9 +79,22 @@ def _layers(plot: Any, figure: Any) -> list[tuple[Any, Any]] | None:
     return None
 
 
-def _options(plot: Any, element: Any, group: str) -> dict:
-    found = plot.lookup_options(element, group).kwargs  # .options refuses cyclic styles
-    return {k: v for k, v in found.items() if k not in _FREE_OPTIONS}
+#: Per layer plot: (the element whose options were last looked up, those options). The frame
+#: on screen was the "new" frame of the previous patch, so its lookup is not repeated.
+_LOOKED_UP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _options(plot: Any, element: Any) -> dict:
+    """Plot and style options of ``element`` as ``plot`` would apply them, minus the free ones."""
+    seen = _LOOKED_UP.get(plot)
+    if seen is not None and seen[0] is element:
+        return seen[1]
+    found = {}
+    for group in ("plot", "style"):
+        options = plot.lookup_options(element, group).kwargs  # .options refuses cyclic styles
+        found[group] = {k: v for k, v in options.items() if k not in _FREE_OPTIONS}
+    _LOOKED_UP[plot] = (element, found)
+    return found
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -100,10 +114,8 @@ def _unchanged(plot: Any, old: Any, new: Any) -> bool:
     """Plot and style options (``visible``/``title`` aside) equal on the frame on screen."""
     if old is None:
         return False
-    return all(
-        _same_options(_options(plot, old, group), _options(plot, new, group))
-        for group in ("plot", "style")
-    )
+    before, after = _options(plot, old), _options(plot, new)
+    return all(_same_options(before[group], after[group]) for group in ("plot", "style"))
 
 
 def patch(plot: Any, figure: Any) -> bool:

@@ -166,12 +166,10 @@ def error_curve(
     colour (it is that curve's target).
     """
     x = to_host(x).astype(float)
-    labelled, named, slopes = {}, {}, []
+    slopes = []
     for label, y in errors.items():
         text, _ = fitted_slope_label(x, y)
         slopes.append(text if len(errors) == 1 else f"{label}: {text}")
-        named[label] = label
-        labelled[label] = y
     if slopes:
         title = f"{title}; {', '.join(slopes)}" if title else ", ".join(slopes)
     theory = {}
@@ -182,11 +180,11 @@ def error_curve(
             x0, y0 = x[ok[0]], ref[ok[0]]
             for label, slope in theory_slopes.items():
                 theory[label] = (x, y0 * (x / x0) ** slope)
-    anchored = named.get(anchor) if anchor else next(iter(named.values()), None)
+    anchored = anchor if anchor else next(iter(errors), None)
     pair = {label: anchored for label in theory} if len(theory) == 1 else None
     return curve_family(
         x,
-        labelled,
+        dict(errors),
         xlabel=xlabel,
         ylabel=ylabel,
         theory=theory,

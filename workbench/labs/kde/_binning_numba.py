@@ -101,13 +101,24 @@ def kernel(block, clip, shift, limit, acc, row0, first, bins, kept_values, kept_
     return hits
 
 
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
+def _taylor(moments, count, e, x):
+    """n_e + Σ_{p=1..P} x^p M_{p,e}/p! by Horner (``moments`` already divided by p!), in the
+    same order as the NumPy path (``laplace.laplace_sums``)."""
+    order = moments.shape[0]
+    poly = moments[order - 1, e] * x
+    for p in range(order - 2, -1, -1):
+        poly += moments[p, e]
+        poly *= x
+    return poly + count[e]
+
+
 @njit(nogil=True, cache=True, fastmath=False)
 def sums_kernel(lower, half, count, moments, starts, ends, scales, cutoff, total, error):
     """For every scale s and row: Σ over the row's entries with s · a ≤ ``cutoff`` of the
     Taylor weight e^{−s c} (n + Σ_p (−s r)^p M_p/p!) into total[k, row], and of
     n e^{−s c} (s r)^{P+1} into error[k, row] (the caller scales it and adds the floor and tail
     terms). ``moments``: (P, e), already divided by p!. Same Horner order as the NumPy path."""
-    order = moments.shape[0]
     for k in range(scales.shape[0]):
         s = scales[k]
         for row in range(starts.shape[0]):
@@ -117,11 +128,7 @@ def sums_kernel(lower, half, count, moments, starts, ends, scales, cutoff, total
                 if lower[e] > cutoff / s:
                     continue
                 x = half[e] * -s
-                poly = moments[order - 1, e] * x
-                for p in range(order - 2, -1, -1):
-                    poly += moments[p, e]
-                    poly *= x
-                poly += count[e]
+                poly = _taylor(moments, count, e, x)
                 decay = math.exp((lower[e] + half[e]) * -s)
                 acc += poly * decay
                 x *= x  # (s r)²
@@ -142,7 +149,6 @@ def crossing_kernel(
     ``fraction`` of the row's total (weights as ``laplace.entry_weights``: 0 where
     a · s > cutoff). out_f[:, row] = (target, weight before it, its weight); out_i[:, row] =
     (its position in the row, points before it, its points)."""
-    order = moments.shape[0]
     s = scale
     longest = 0
     for row in range(starts.shape[0]):
@@ -152,12 +158,7 @@ def crossing_kernel(
         a, b = starts[row], ends[row]
         total = 0.0
         for e in range(a, b):
-            x = half[e] * -s
-            poly = moments[order - 1, e] * x
-            for p in range(order - 2, -1, -1):
-                poly += moments[p, e]
-                poly *= x
-            poly += count[e]
+            poly = _taylor(moments, count, e, half[e] * -s)
             poly *= math.exp((lower[e] + half[e]) * -s)
             w = poly if lower[e] * s <= cutoff else 0.0
             weights[e - a] = w
