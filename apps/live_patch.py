@@ -114,6 +114,14 @@ def _unchanged(plot: Any, old: Any, new: Any) -> bool:
     """Plot and style options (``visible``/``title`` aside) equal on the frame on screen."""
     if old is None:
         return False
+    if (
+        type(old) is type(new)
+        and old.id == new.id
+        and (old.group, old.label) == (new.group, new.label)
+    ):
+        # One options tree (workbench.plots.styled) on the same type.group.label path: the
+        # lookup would give the same options.
+        return True
     before, after = _options(plot, old), _options(plot, new)
     return all(_same_options(before[group], after[group]) for group in ("plot", "style"))
 

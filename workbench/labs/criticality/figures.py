@@ -21,6 +21,7 @@ from workbench.plots import (
     distribution,
     marker_line,
     shown_if,
+    styled,
 )
 
 _OPTS = {"responsive": True, "min_height": 300, "show_grid": True, **LEGEND_OUTSIDE}
@@ -40,8 +41,11 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
     layer = flows.layer.values[1:]
     kern = flows.kernel.values[1:]
     layers = [
-        hv.Curve((layer, kern), "layer l", "K^(l)", label="kernel flow K^(l)").opts(
-            color=PALETTE[0], line_width=2.5, **FRAMEWISE
+        styled(
+            hv.Curve((layer, kern), "layer l", "K^(l)", label="kernel flow K^(l)"),
+            color=PALETTE[0],
+            line_width=2.5,
+            **FRAMEWISE,
         )
     ]
     qstar = a["q_star"]
@@ -64,15 +68,19 @@ def kernel_flow(flows: xr.Dataset) -> hv.Overlay:
         *marker_line(
             qstar if fixed else np.nan, "fixed point K*", vertical=False, color=PALETTE[2]
         ),
-        hv.Curve((layer, approach), "layer l", "K^(l)", label="linearised approach").opts(
-            color=PALETTE[1], **THEORY_STYLE
+        styled(
+            hv.Curve((layer, approach), "layer l", "K^(l)", label="linearised approach"),
+            color=PALETTE[1],
+            **THEORY_STYLE,
         ),
     )
     law = 1 / (2 * layer) if tanh_critical else np.full(layer.shape, np.nan)
     layers += shown_if(
         tanh_critical,
-        hv.Curve((layer, law), "layer l", "K^(l)", label="1/(2l) (K* = 0 class)").opts(
-            color=PALETTE[1], **THEORY_STYLE
+        styled(
+            hv.Curve((layer, law), "layer l", "K^(l)", label="1/(2l) (K* = 0 class)"),
+            color=PALETTE[1],
+            **THEORY_STYLE,
         ),
     )
     return hv.Overlay(layers).opts(title=title, logx=True, logy=True, ylabel="K^(l)", **_OPTS)
@@ -85,8 +93,11 @@ def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
     gap = 1.0 - flows.rho.values[1:]
     keep = gap > 1e-14
     layers = [
-        hv.Curve((layer[keep], gap[keep]), "layer l", "1 − ρ^(l)", label="1 − ρ^(l)").opts(
-            color=PALETTE[0], line_width=2.5, **FRAMEWISE
+        styled(
+            hv.Curve((layer[keep], gap[keep]), "layer l", "1 − ρ^(l)", label="1 − ρ^(l)"),
+            color=PALETTE[0],
+            line_width=2.5,
+            **FRAMEWISE,
         )
     ]
     # The same four layers in every phase, absent ones hidden (plots.shown_if): in place.
@@ -94,8 +105,10 @@ def correlation_flow(flows: xr.Dataset) -> hv.Overlay:
     law = 4.5 * np.pi**2 / layer**2 if relu_critical else np.full(layer.shape, np.nan)
     layers += shown_if(
         relu_critical,
-        hv.Curve((layer, law), "layer l", "1 − ρ^(l)", label="(9π²/2)/l²").opts(
-            color=PALETTE[1], **THEORY_STYLE
+        styled(
+            hv.Curve((layer, law), "layer l", "1 − ρ^(l)", label="(9π²/2)/l²"),
+            color=PALETTE[1],
+            **THEORY_STYLE,
         ),
     )
     ordered = bool(np.isfinite(a["c_star"]) and a["c_star"] < 1)
@@ -114,31 +127,48 @@ def phase_diagram(
 ) -> hv.Overlay:
     """The (C_b, C_W) plane coloured by log₁₀ ξ, with the critical line, critical point and you."""
     xi = np.log10(phase.xi.values)
-    mesh = hv.QuadMesh(
-        (phase.cb.values, phase.cw.values, xi),
-        ["bias variance C_b", "weight variance C_W"],
-        "log10 ξ",
-    ).opts(cmap="viridis", colorbar=True, tools=["hover", "tap"], clim=(-0.5, 3.0))
+    mesh = styled(
+        hv.QuadMesh(
+            (phase.cb.values, phase.cw.values, xi),
+            ["bias variance C_b", "weight variance C_W"],
+            "log10 ξ",
+        ),
+        cmap="viridis",
+        colorbar=True,
+        tools=["hover", "tap"],
+        clim=(-0.5, 3.0),
+    )
     layers = [mesh]
     line = (phase.line_cb.values, phase.line_cw.values)
     dims = ["bias variance C_b", "weight variance C_W"]
     label = "critical line χ₁ = 1"
     # White on the mesh, over a dark edge: the legend (on white) shows the line too.
     layers += [
-        hv.Curve(line, *dims, label=label).opts(color="#333333", line_width=5),
-        hv.Curve(line, *dims, label=label).opts(color="white", line_width=3),
+        styled(hv.Curve(line, *dims, label=label), color="#333333", line_width=5),
+        styled(hv.Curve(line, *dims, label=label), color="white", line_width=3),
     ]
     if critical is not None and np.all(np.isfinite(critical)):
         layers.append(
-            hv.Points(
-                [critical], ["bias variance C_b", "weight variance C_W"], label="critical point"
-            ).opts(color=PALETTE[1], size=14, marker="star")
+            styled(
+                hv.Points(
+                    [critical], ["bias variance C_b", "weight variance C_W"], label="critical point"
+                ),
+                color=PALETTE[1],
+                size=14,
+                marker="star",
+            )
         )
     if current is not None:
         layers.append(
-            hv.Points(
-                [current], ["bias variance C_b", "weight variance C_W"], label="you are here"
-            ).opts(color="red", size=14, marker="x", line_width=3)
+            styled(
+                hv.Points(
+                    [current], ["bias variance C_b", "weight variance C_W"], label="you are here"
+                ),
+                color="red",
+                size=14,
+                marker="x",
+                line_width=3,
+            )
         )
     # The mesh fills the plot and the colour bar sits beside it: the legend goes underneath.
     title = f"Phases of {phase.attrs['activation']} (blank: K diverges)"
@@ -175,27 +205,41 @@ def kurtosis_vs_aspect(mcds: xr.Dataset) -> hv.Overlay:
     r = mcds.aspect.values
     k, e = mcds.kurtosis_mc.values, mcds.kurtosis_err.values
     layers = [
-        hv.ErrorBars((r, k, 2 * e), "aspect ratio L/n", ["excess kurtosis κ", "err"]).opts(
-            color=PALETTE[0]
+        styled(
+            hv.ErrorBars((r, k, 2 * e), "aspect ratio L/n", ["excess kurtosis κ", "err"]),
+            color=PALETTE[0],
         ),
-        hv.Scatter(
-            (r, k), "aspect ratio L/n", "excess kurtosis κ", label="Monte-Carlo (±2 SE)"
-        ).opts(color=PALETTE[0], size=7, **FRAMEWISE),
-        hv.Curve(
-            (r, mcds.kurtosis_leading.values),
-            "aspect ratio L/n",
-            "excess kurtosis κ",
-            label="leading order 3V/(nK²)",
-        ).opts(color=PALETTE[1], **THEORY_STYLE),
+        styled(
+            hv.Scatter(
+                (r, k), "aspect ratio L/n", "excess kurtosis κ", label="Monte-Carlo (±2 SE)"
+            ),
+            color=PALETTE[0],
+            size=7,
+            **FRAMEWISE,
+        ),
+        styled(
+            hv.Curve(
+                (r, mcds.kurtosis_leading.values),
+                "aspect ratio L/n",
+                "excess kurtosis κ",
+                label="leading order 3V/(nK²)",
+            ),
+            color=PALETTE[1],
+            **THEORY_STYLE,
+        ),
     ]
     if np.all(np.isfinite(mcds.kurtosis_exact.values)):
         layers.append(
-            hv.Curve(
-                (r, mcds.kurtosis_exact.values),
-                "aspect ratio L/n",
-                "excess kurtosis κ",
-                label="exact 3[(1 + a/n)^(L−1) − 1]",
-            ).opts(color=PALETTE[2], line_width=2)
+            styled(
+                hv.Curve(
+                    (r, mcds.kurtosis_exact.values),
+                    "aspect ratio L/n",
+                    "excess kurtosis κ",
+                    label="exact 3[(1 + a/n)^(L−1) − 1]",
+                ),
+                color=PALETTE[2],
+                line_width=2,
+            )
         )
     title = f"Kurtosis vs L/n ({_setting(a)}, n = {a['width']})"
     return hv.Overlay(layers).opts(
@@ -217,8 +261,11 @@ def gradients(flows: xr.Dataset) -> hv.Overlay:
     for i, (label, y) in enumerate(curves.items()):
         keep = np.isfinite(y) & (y > 0)
         layers.append(
-            hv.Curve((layer[keep], y[keep]), "layer l", "value", label=label).opts(
-                color=PALETTE[i], line_width=2, **FRAMEWISE
+            styled(
+                hv.Curve((layer[keep], y[keep]), "layer l", "value", label=label),
+                color=PALETTE[i],
+                line_width=2,
+                **FRAMEWISE,
             )
         )
     layers += [*marker_line(1.0, "1", vertical=False, color="gray", line_dash="dotted")]

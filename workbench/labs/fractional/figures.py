@@ -22,6 +22,7 @@ from workbench.plots import (
     curve_family,
     error_curve,
     shown_if,
+    styled,
 )
 
 PRECONDITIONER_NAMES = {
@@ -42,19 +43,30 @@ def symbol_with_eigenvalues(spec: xr.Dataset) -> hv.Overlay:
     lam = spec.eigenvalue.values
     out = spec.outlier.values.astype(bool)
     layers = [
-        hv.Curve((spec.theta.values, spec.symbol.values), "θ", "value", label="symbol f(θ)").opts(
-            color=PALETTE[1], **THEORY_STYLE, **FRAMEWISE
+        styled(
+            hv.Curve((spec.theta.values, spec.symbol.values), "θ", "value", label="symbol f(θ)"),
+            color=PALETTE[1],
+            **THEORY_STYLE,
+            **FRAMEWISE,
         ),
-        hv.Scatter((theta[~out], lam[~out]), "θ", "value", label="eigenvalues of h^α A_n").opts(
-            color=PALETTE[0], size=4, **FRAMEWISE
+        styled(
+            hv.Scatter((theta[~out], lam[~out]), "θ", "value", label="eigenvalues of h^α A_n"),
+            color=PALETTE[0],
+            size=4,
+            **FRAMEWISE,
         ),
     ]
     # Always the same three layers (no outliers: hidden), the count in the title: a degree or
     # size move then patches this panel in place (plots.shown_if, apps/live.py).
     layers += shown_if(
         bool(out.any()),
-        hv.Scatter((theta[out], lam[out]), "θ", "value", label="outliers").opts(
-            color="red", marker="x", size=12, line_width=2, **FRAMEWISE
+        styled(
+            hv.Scatter((theta[out], lam[out]), "θ", "value", label="outliers"),
+            color="red",
+            marker="x",
+            size=12,
+            line_width=2,
+            **FRAMEWISE,
         ),
     )
     title = (
@@ -90,8 +102,12 @@ def symbol_at_pi(ds: xr.Dataset, current: tuple[float, int] | None = None) -> hv
         curves = {f"α = {v:g}": ds.symbol_pi.sel(alpha=v).values for v in reference}
         curves["your α"] = ds.symbol_pi.sel(alpha=a, method="nearest").values
         value = float(ds.symbol_pi.sel(alpha=a, degree=p, method="nearest"))
-        here = hv.Points([(p, value)], ["spline degree p", "f(π)"], label="current").opts(
-            color=HERE_COLOUR, marker="x", size=14, line_width=3
+        here = styled(
+            hv.Points([(p, value)], ["spline degree p", "f(π)"], label="current"),
+            color=HERE_COLOUR,
+            marker="x",
+            size=14,
+            line_width=3,
         )
         title = f"Symbol at π (your α = {a:g}): falls faster as α → 1"
     # The marker goes in as ``extra``: ``fig * marker`` would drop the log axis and the title.
@@ -117,8 +133,12 @@ def condition_numbers(ds: xr.Dataset) -> hv.Overlay:
     # the title, so the panel keeps its layers and is patched in place (apps/live.py).
     (estimated,) = shown_if(
         bool((~exact).any()),
-        hv.Scatter((n[~exact], cond[~exact]), "unknowns n", "cond₂(A_n)").opts(
-            color="white", line_color=PALETTE[0], size=8, **FRAMEWISE
+        styled(
+            hv.Scatter((n[~exact], cond[~exact]), "unknowns n", "cond₂(A_n)"),
+            color="white",
+            line_color=PALETTE[0],
+            size=8,
+            **FRAMEWISE,
         ),
     )
     return curve_family(
@@ -169,9 +189,12 @@ def residual_histories(
         label = "GMRES residual" if len(histories) == 1 else name
         counts.append(f"{name}, {size} it." if len(histories) == 1 else f"{name} {size} it.")
         layers.append(
-            hv.Curve(
-                (np.arange(res.size), res), "iteration", "relative residual", label=label
-            ).opts(color=PALETTE[i % len(PALETTE)], logy=True, **FRAMEWISE)
+            styled(
+                hv.Curve((np.arange(res.size), res), "iteration", "relative residual", label=label),
+                color=PALETTE[i % len(PALETTE)],
+                logy=True,
+                **FRAMEWISE,
+            )
         )
     return hv.Overlay(layers).opts(
         title=f"{title}: {', '.join(counts)}" if counts else title,

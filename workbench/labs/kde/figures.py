@@ -27,8 +27,11 @@ def current_point(x: float, y: float) -> Any:
     """A "you are here" point (exports; the dashboard moves its own live marker)."""
     import holoviews as hv
 
-    return hv.Points([(float(x), float(y))], label="current h").opts(
-        color=plots.HERE_COLOUR, size=11, marker="diamond"
+    return plots.styled(
+        hv.Points([(float(x), float(y))], label="current h"),
+        color=plots.HERE_COLOUR,
+        size=11,
+        marker="diamond",
     )
 
 
@@ -197,7 +200,9 @@ def heldout_figure(sweep: xr.Dataset, t: Mapping[str, float]) -> Any:
         xlabel="bandwidth h",
         ylabel="mean log ρ̂ on held-out points",
         logx=True,
-        underlay=hv.Overlay([*regime_bands(h[0] * 0.5, h[-1] * 2, t), band.opts(alpha=0.3)]),
+        underlay=hv.Overlay(
+            [*regime_bands(h[0] * 0.5, h[-1] * 2, t), plots.styled(band, alpha=0.3)]
+        ),
         title=(
             f"Held-out score: best h {h[best]:.3f}; Gaussian theory h_KL {t['h_kl_eff']:.3f} "
             f"(n = {int(sweep.attrs['n']):,}, d = {int(sweep.attrs['dim'])})"

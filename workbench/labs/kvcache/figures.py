@@ -142,19 +142,28 @@ def pareto_figure(
     points = []
     for i, b in enumerate(grid.bits.values):
         points.append(
-            hv.Scatter(
-                (mem.sel(bits=b).values, err.sel(bits=b).values),
-                "memory ratio",
-                "error",
-                label=f"{b} bits" if b < 16 else "16 bits (off)",
-            ).opts(color=plots.PALETTE[i % len(plots.PALETTE)], size=4, alpha=0.7)
+            plots.styled(
+                hv.Scatter(
+                    (mem.sel(bits=b).values, err.sel(bits=b).values),
+                    "memory ratio",
+                    "error",
+                    label=f"{b} bits" if b < 16 else "16 bits (off)",
+                ),
+                color=plots.PALETTE[i % len(plots.PALETTE)],
+                size=4,
+                alpha=0.7,
+            )
         )
-    line = hv.Curve(
-        (front.memory_ratio.values, front.error.values),
-        "memory ratio",
-        "error",
-        label="Pareto front",
-    ).opts(color="#777777", line_width=2)  # mid grey: visible on both themes
+    line = plots.styled(
+        hv.Curve(
+            (front.memory_ratio.values, front.error.values),
+            "memory ratio",
+            "error",
+            label="Pareto front",
+        ),
+        color="#777777",
+        line_width=2,
+    )  # mid grey: visible on both themes
     layers = [*points, line]
     for k, (label, (rho, b)) in enumerate(CSKV_POINTS.items()):
         colour = plots.PALETTE[k + 1]
@@ -164,8 +173,12 @@ def pareto_figure(
         ]
     if current is not None:
         layers.append(
-            hv.Points([current], ["memory ratio", "error"], label="you are here").opts(
-                color=plots.HERE_COLOUR, marker="x", size=12, line_width=3
+            plots.styled(
+                hv.Points([current], ["memory ratio", "error"], label="you are here"),
+                color=plots.HERE_COLOUR,
+                marker="x",
+                size=12,
+                line_width=3,
             )
         )
     return hv.Overlay(layers).opts(

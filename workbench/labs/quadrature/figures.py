@@ -24,6 +24,7 @@ from workbench.plots import (
     curve_family,
     marker_line,
     shown_if,
+    styled,
 )
 
 #: Plots that share an x axis of N − 1 (what the error-vs-N fits are made against).
@@ -43,7 +44,7 @@ def _outside_legend(overlay: hv.Overlay, **opts) -> hv.Overlay:
 def _here_entry(here: bool) -> hv.Curve | None:
     """The legend entry of the "you are here" line composed on later (a Span has none)."""
     # NaN points, not none: Bokeh draws no legend glyph for a line with no data at all.
-    entry = hv.Curve(([np.nan] * 2, [np.nan] * 2), label="your N").opts(**HERE_STYLE)
+    entry = styled(hv.Curve(([np.nan] * 2, [np.nan] * 2), label="your N"), **HERE_STYLE)
     return entry if here else None
 
 
@@ -67,19 +68,25 @@ def policy_iteration(
         its, errs = np.asarray(its, float), np.asarray(errs, float)
         colour = PALETTE[k % len(PALETTE)]
         layers += [
-            hv.Curve((its, errs), "PI iteration i", ERROR_AXIS, label=label).opts(color=colour),
-            hv.Scatter((its, errs), "PI iteration i", ERROR_AXIS, label=label).opts(
-                color=colour, size=7
+            styled(hv.Curve((its, errs), "PI iteration i", ERROR_AXIS, label=label), color=colour),
+            styled(
+                hv.Scatter((its, errs), "PI iteration i", ERROR_AXIS, label=label),
+                color=colour,
+                size=7,
             ),
         ]
     if reference is not None:
         layers.append(
-            hv.Curve(
-                (reference["iteration"].values, reference["weight_error"].values),
-                "PI iteration i",
-                ERROR_AXIS,
-                label="exact integrals (Newton)",
-            ).opts(color=PALETTE[len(curves) % len(PALETTE)], **THEORY_STYLE)
+            styled(
+                hv.Curve(
+                    (reference["iteration"].values, reference["weight_error"].values),
+                    "PI iteration i",
+                    ERROR_AXIS,
+                    label="exact integrals (Newton)",
+                ),
+                color=PALETTE[len(curves) % len(PALETTE)],
+                **THEORY_STYLE,
+            )
         )
     has_floor = floor is not None and bool(np.isfinite(floor)) and floor > 0
     layers += shown_if(
@@ -169,7 +176,7 @@ def error_vs_n(sweep: xr.Dataset, *, title: str | None = None, here: bool = Fals
 def you_are_here(n: int) -> hv.VLine:
     """The "you are here" marker of the N plots, at x = N − 1 (their axis), not at N. Compose it
     with :func:`workbench.plots.compose` onto a figure built with ``here=True``."""
-    return hv.VLine(float(n) - 1.0).opts(**HERE_STYLE)
+    return styled(hv.VLine(float(n) - 1.0), **HERE_STYLE)
 
 
 def worst_case_error(
@@ -275,15 +282,22 @@ def gains(
         colour = PALETTE[j % len(PALETTE)]
         y = values[:, j] if values.size else np.empty(0)
         layers += [
-            hv.Curve((its[: y.size], y), "PI iteration i", f"{name}ᵢ", label=f"{name}{j + 1}").opts(
-                color=colour, **FRAMEWISE
+            styled(
+                hv.Curve((its[: y.size], y), "PI iteration i", f"{name}ᵢ", label=f"{name}{j + 1}"),
+                color=colour,
+                **FRAMEWISE,
             ),
-            hv.Curve(
-                (span, np.full(2, target[j])),
-                "PI iteration i",
-                f"{name}ᵢ",
-                label=f"{name}*{j + 1}",
-            ).opts(color=colour, **THEORY_STYLE, **FRAMEWISE),
+            styled(
+                hv.Curve(
+                    (span, np.full(2, target[j])),
+                    "PI iteration i",
+                    f"{name}ᵢ",
+                    label=f"{name}*{j + 1}",
+                ),
+                color=colour,
+                **THEORY_STYLE,
+                **FRAMEWISE,
+            ),
         ]
     values_text = ", ".join(f"{v:.3g}" for v in np.ravel(target))
     title = f"{title}: {name}* = ({values_text})" if title else f"{name}* = ({values_text})"
