@@ -88,7 +88,7 @@ class FractionalDashboard(LabDashboard):
             yield from run.steps()
             yield snapshot.result_from_run(run)
 
-        self.start_stream(items, self._on_items)
+        self.start_stream(items, self._on_items, seconds=snapshot.estimated_solve_seconds())
 
     def _on_items(self, batch):
         for item in batch:

@@ -8,6 +8,7 @@ values back; ``session_query`` reads a page's query string, bounded before it is
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -232,3 +233,14 @@ def quote_link(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe=",.-_")
+
+
+def estimate_seconds(study: Study) -> float | None:
+    """The Study's estimate of its heavy computation, None when it has none or fails."""
+    try:
+        return study.estimated_seconds()
+    except Exception:  # noqa: BLE001 - an estimate must never stop the computation
+        logging.getLogger("workbench.apps").debug(
+            "estimated_seconds failed for %s", type(study).__name__, exc_info=True
+        )
+        return None

@@ -29,8 +29,10 @@ What the base does for every lab:
   warning) never rolls anything back; an *error* in the computation restores the last good knobs
   and keeps the last good view.
 * **Off the event loop.** Expensive knobs run ``compute`` on a worker pool behind a loading
-  state; a newer change supersedes a stale computation (its result is dropped), a computation
-  past :attr:`time_budget_s` is abandoned with a message, and closing the tab drops the
+  state; the pool serves sessions in turn and keeps a thread for quick work
+  (apps/fair_pool.py). A newer change supersedes a stale computation (its result is dropped,
+  its queued task never starts), a computation running past :attr:`time_budget_s` (its own
+  time, not its wait for a worker) is abandoned with a message, and closing the tab drops the
   session's work. Without a server session (tests, notebooks) everything runs inline.
 * **Streaming.** :meth:`start_stream` runs a generator (policy iteration, Krylov iterations, a
   layer-by-layer flow) on the worker pool and hands the items to the page in batches, one batch
@@ -85,10 +87,9 @@ from __future__ import annotations
 
 import html
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -96,9 +97,10 @@ import panel as pn
 import param
 import xarray as xr
 
-from apps import model_graph, sessions, shell
+from apps import fair_pool, model_graph, sessions, shell
 from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them from here
     MAX_LINK_VALUE,
+    estimate_seconds,
     in_session,
     link_text,
     nearest_stop,
@@ -110,6 +112,7 @@ from apps.knobs import (  # noqa: F401 - re-exported: labs and tests use them fr
     widget_range,
 )
 from apps.sessions import POOL_WORKERS, worker_pool  # noqa: F401 - re-exported
+from apps.streaming import StreamingMixin
 from workbench.study import Cancelled, Study, StudyInputError, cancellable
 
 log = logging.getLogger("workbench.apps")
@@ -118,7 +121,7 @@ model_graph.install()
 
 
 # --- the dashboard ---------------------------------------------------------------------------------
-class LabDashboard:
+class LabDashboard(StreamingMixin):
     """One browser session's lab page (see the module docstring for the contract)."""
 
     study_class: ClassVar[type[Study]]
@@ -145,6 +148,9 @@ class LabDashboard:
         self._doc = pn.state.curdoc if in_session() else None
         self._generation = 0
         self._cancel = threading.Event()
+        self._future: Future | None = None
+        #: (generation, time.monotonic()) of the last computation to start on a worker.
+        self._started: tuple[int, float] = (0, 0.0)
         self._stream_generation = 0
         self._stream_callback = None
         self._syncing = False
@@ -305,15 +311,23 @@ class LabDashboard:
             return
         self.plots_area.loading = True
         started = time.perf_counter()
-        future = worker_pool().submit(self._compute_with_notes, snapshot, cancel)
-        future.add_done_callback(lambda f: self._schedule(self._finish, f, generation, started))
-        self._doc.add_timeout_callback(
-            lambda: self._over_budget(generation), int(1000 * self.time_budget_s)
+        if self._future is not None:
+            self._future.cancel()  # still queued: never started (apps/fair_pool.py)
+        future = self._future = worker_pool().submit(
+            self._compute_with_notes,
+            snapshot,
+            cancel,
+            generation,
+            owner=fair_pool.owner_key(self),
+            seconds=estimate_seconds(snapshot),
         )
+        future.add_done_callback(lambda f: self._schedule(self._finish, f, generation, started))
+        self._arm_budget(generation, self.time_budget_s)
 
     def _compute_with_notes(
-        self, snapshot: Study, cancel: threading.Event
+        self, snapshot: Study, cancel: threading.Event, generation: int
     ) -> tuple[Any, list[str]]:
+        self._started = (generation, time.monotonic())
         with shell.collect_notes() as notes, cancellable(cancel):
             result = self.compute(snapshot)
         return result, notes
@@ -343,9 +357,22 @@ class LabDashboard:
         self.status.note(notes)
         self.status.timing.object = f"updated in {1e3 * (time.perf_counter() - started):.0f} ms"
 
+    def _arm_budget(self, generation: int, seconds: float) -> None:
+        self._doc.add_timeout_callback(
+            lambda: self._over_budget(generation), max(1, int(1000 * seconds))
+        )
+
     def _over_budget(self, generation: int) -> None:
         if generation != self._generation or self._closed:
             return
+        # The budget counts the computation's own time, not its wait for a free worker while
+        # a class shares the server: until it starts, and until its budget is spent, re-arm.
+        generation_started, at = self._started
+        if generation_started != generation:
+            return self._arm_budget(generation, self.time_budget_s)
+        left = self.time_budget_s - (time.monotonic() - at)
+        if left > 0.01:
+            return self._arm_budget(generation, left)
         self._generation += 1  # the late result will be dropped
         self._cancel.set()  # and the computation stops at its next checkpoint
         self.plots_area.loading = False
@@ -359,88 +386,6 @@ class LabDashboard:
         """Run ``callback(*args)`` on the session's event loop (from any thread)."""
         if self._doc is not None and not self._closed:
             sessions.run_on_session_loop(self._doc, callback, *args)
-
-    # --- streaming ----------------------------------------------------------------------------
-    def start_stream(
-        self, items: Callable[[], Iterator[Any]], on_items: Callable[[list[Any]], None]
-    ) -> None:
-        """Run the generator ``items()`` off the loop; ``on_items(batch)`` gets what arrived
-        since the last tick (on the loop). A newer stream or a closed tab stops this one."""
-        self.stop_stream()
-        self._stream_generation += 1
-        generation = self._stream_generation
-        if self._doc is None:
-            with self.status.guard("streaming", timed=False, clear=False):
-                on_items(list(items()))
-            return
-        inbox: queue.Queue = queue.Queue()
-        done = object()
-
-        cancel = threading.Event()
-        self._stream_cancel = cancel
-
-        def produce() -> None:
-            try:
-                with shell.collect_notes() as notes, cancellable(cancel):
-                    for item in items():
-                        if generation != self._stream_generation or self._closed:
-                            return
-                        inbox.put(item)
-                for note in notes:
-                    inbox.put(_Note(note))
-            except Cancelled:
-                return
-            except Exception as exc:
-                inbox.put(_Failure(exc))
-            finally:
-                inbox.put(done)
-
-        own: dict[str, Any] = {}
-
-        def drain() -> None:
-            if generation != self._stream_generation or self._closed:
-                # Stale: stop itself. Panel 1.9 restarts a PeriodicCallback stopped before the
-                # page connected, and stop_stream(generation) no longer reaches a stale one.
-                return own["callback"].stop()
-            batch, finished = [], False
-            while True:
-                try:
-                    item = inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is done:
-                    finished = True
-                elif isinstance(item, _Failure) and isinstance(item.error, StudyInputError):
-                    self.status.warn(str(item.error))
-                elif isinstance(item, _Failure):
-                    log.error("stream failed", exc_info=item.error)
-                    self.status.error("the live computation failed (details in the server log)")
-                elif isinstance(item, _Note):
-                    self.status.note([item.text])
-                else:
-                    batch.append(item)
-            if batch and generation == self._stream_generation:
-                with self.status.guard("streaming", timed=False, clear=False):
-                    on_items(batch)
-            if finished:
-                self.stop_stream(generation)
-
-        worker_pool().submit(produce)
-        own["callback"] = self._stream_callback = pn.state.add_periodic_callback(
-            drain, period=self.stream_period_ms
-        )
-
-    def stop_stream(self, generation: int | None = None) -> None:
-        if generation is not None and generation != self._stream_generation:
-            return
-        if self._stream_callback is not None:
-            self._stream_callback.stop()
-            self._stream_callback = None
-        if generation is None:
-            self._stream_generation += 1
-            cancel = getattr(self, "_stream_cancel", None)
-            if cancel is not None:
-                cancel.set()
 
     # --- links --------------------------------------------------------------------------------
     def _apply_link(self, query: dict[str, str]) -> None:
@@ -559,6 +504,8 @@ class LabDashboard:
         self._closed = True
         self._generation += 1
         self._cancel.set()
+        if self._future is not None:
+            self._future.cancel()  # queued work of a closed tab never starts
         self.stop_stream()
         try:
             self.close()
@@ -586,13 +533,3 @@ class LabDashboard:
         dashboard = cls.__new__(cls)
         dashboard.status = shell.StatusLine()
         dashboard.compute(cls.study_class())
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class _Note:
-    def __init__(self, text: str) -> None:
-        self.text = text

@@ -7,25 +7,28 @@ import atexit
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import panel as pn
 
-#: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL).
-POOL_WORKERS = 4
+from apps.fair_pool import FairPool
 
-_pool: ThreadPoolExecutor | None = None
+#: Worker threads shared by every session's heavy computations (NumPy/BLAS release the GIL),
+#: one of them kept for quick work (apps/fair_pool.py).
+POOL_WORKERS = 4
+POOL_RESERVED = 1
+
+_pool: FairPool | None = None
 _pool_lock = threading.Lock()
 
 
-def worker_pool() -> ThreadPoolExecutor:
+def worker_pool() -> FairPool:
     """The process's compute pool, created once under a lock and shut down at exit."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="lab-compute")
-            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+            _pool = FairPool(workers=POOL_WORKERS, reserved=POOL_RESERVED)
+            atexit.register(_pool.shutdown)
         return _pool
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import panel as pn
 import param
 
-from apps import sessions
+from apps import fair_pool, sessions
 from apps.knobs import in_session
 from apps.sessions import worker_pool
 from apps.shell import StatusLine
@@ -207,7 +207,9 @@ class UploadBox:
                 lambda: self._apply(self._read(data, filename, name, choice), name), name
             )
         self._show_reading(name)
-        future = worker_pool().submit(self._read, data, filename, name, choice)
+        future = worker_pool().submit(
+            self._read, data, filename, name, choice, owner=fair_pool.owner_key(self)
+        )
         future.add_done_callback(lambda f: self._schedule(self._done, f, generation, name))
         return True
 

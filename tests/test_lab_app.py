@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -18,7 +19,8 @@ import pytest
 
 pytest.importorskip("panel")
 
-from apps import lab_app  # noqa: E402
+from apps import lab_app, sessions  # noqa: E402
+from apps.fair_pool import FairPool  # noqa: E402
 from tests import toy_lab  # noqa: E402
 from tests.toy_lab import ToyDashboard, ToyStudy  # noqa: E402
 from workbench.study import StudyInputError  # noqa: E402
@@ -174,7 +176,9 @@ def test_a_computation_past_its_time_budget_is_abandoned():
     doc = _in_session(d)
     d.request({"scale": 2.0})
     previous = d.result
-    d.request({"delay": 0.3, "scale": 3.0})
+    d.time_budget_s = 0.1
+    d.request({"delay": 0.6, "scale": 3.0})
+    time.sleep(0.3)
     doc.timeouts[-1]()  # the budget expires before the result arrives
     assert "longer than" in d.status.alert.object
     assert d.study.scale == 1.0 or d.study.scale == 2.0  # back to the last good knobs
@@ -334,3 +338,29 @@ def test_a_superseded_stream_drain_stops_its_own_callback(monkeypatch):
     assert not stale_callback.running
     live_drain, live_callback = made[-1]
     assert live_callback.running  # the current stream's callback is left alone
+
+
+def test_waiting_for_a_free_worker_does_not_use_up_the_time_budget(monkeypatch):
+    """A class shares the pool: the budget counts a computation's own time, not its queue."""
+    pool = FairPool(workers=2, reserved=1)
+    monkeypatch.setattr(sessions, "_pool", pool)
+    gate = threading.Event()
+    other = pool.submit(gate.wait, 10.0, owner="another session")  # holds the heavy thread
+    try:
+        d = ToyDashboard()
+        doc = _in_session(d)
+        d.time_budget_s = 0.05
+        d.request({"scale": 3.0})  # no estimate: heavy, so it waits for ``other``
+        time.sleep(0.2)
+        armed = len(doc.timeouts)
+        doc.timeouts[-1]()  # the budget's time has passed, all of it in the queue
+        assert "longer than" not in str(d.status.alert.object)
+        assert len(doc.timeouts) == armed + 1  # re-armed for when it runs
+        gate.set()
+        doc.run_ticks(1)
+        assert d.study.scale == 3.0
+        assert float(d.result["y"].max()) == pytest.approx(3 * 0.8414709848)
+    finally:
+        gate.set()
+        other.result(10.0)
+        pool.shutdown()
