@@ -108,9 +108,11 @@ def styled(element: Any, **options: Any) -> Any:
         element.id = template.id
         return element
     out = element.opts(**options)  # in place, as HoloViews does: a new tree, a new id
-    # The template is a copy nobody else holds: a later ``.opts`` on ``out`` moves ``out`` to
-    # yet another tree, and the template must keep this one's id.
-    template = out.clone()
+    # The template is a data-free holder of the id that nobody else holds: a later ``.opts``
+    # on ``out`` moves ``out`` to yet another tree, and the template must keep this one alive
+    # (HoloViews drops a tree when no object with its id is left) without keeping arrays.
+    template = hv.core.dimension.LabelledData(None)
+    template.id = out.id
     with _STYLE_LOCK:
         _STYLE_TEMPLATES[key] = template
         while len(_STYLE_TEMPLATES) > _STYLE_TEMPLATES_MAX:
