@@ -65,6 +65,43 @@ def test_same_structure_is_patched_in_place():
     assert titles == ["scale 2.5"]
 
 
+def test_a_served_page_shows_its_panels_one_per_tick_after_it_loaded(monkeypatch):
+    """The page goes out with its panels loading; after the browser says it loaded, each tick
+    shows one more panel in page order (LiveFigures._show_next)."""
+    from apps import live
+
+    loaded, ticks = [], []
+    monkeypatch.setattr(live.pn.state, "onload", loaded.append)
+    monkeypatch.setattr(
+        live.sessions, "run_on_session_loop", lambda doc, callback, **kw: ticks.append(callback)
+    )
+    state = Curves()
+    figures = LiveFigures(state.draw, ("a", "b", "c"), defer=True)
+    assert [figures.panes[n].object for n in "abc"] == [None] * 3
+    assert all(figures.panes[n].loading for n in "abc")
+    state.scale = 2.0
+    figures.refresh("b")  # a knob moved before the panel was shown: it shows the new frame
+    assert loaded == [figures._show_next] and figures.panes["a"].object is None
+    loaded.pop()()
+    shown = [n for n in "abc" if figures.panes[n].object is not None]
+    assert shown == ["a"] and not figures.panes["a"].loading and figures.panes["b"].loading
+    ticks.pop()()
+    assert figures.panes["b"].object is figures.dmaps["b"]
+    assert figures.panes["c"].object is None
+    doc = rendered(figures, "b")
+    assert (2.0,) * 5 in column_values(doc)
+    ticks.pop()()
+    assert all(figures.panes[n].object is figures.dmaps[n] for n in "abc")
+    ticks.pop()()  # nothing left to show: the chain ends
+    assert ticks == []
+
+
+def test_outside_a_served_page_every_panel_is_shown_at_once():
+    figures = LiveFigures(Curves().draw, ("a", "b"))
+    assert not figures.deferred
+    assert all(figures.panes[n].object is figures.dmaps[n] for n in "ab")
+
+
 def test_a_new_label_or_layer_rebuilds_instead_of_piling_up_glyphs():
     state = Curves()
     live = LiveFigures(state.draw, ("a",))
