@@ -507,6 +507,9 @@ class LabDashboard(StreamingMixin):
         if self._future is not None:
             self._future.cancel()  # queued work of a closed tab never starts
         self.stop_stream()
+        live = getattr(self, "live", None)
+        if live is not None:
+            live.close()  # its panels still waiting to be shown are dropped
         try:
             self.close()
         except Exception:

@@ -21,7 +21,7 @@ from typing import Any
 import holoviews as hv
 import panel as pn
 
-from apps import live_patch, sessions
+from apps import live_patch, panel_queue
 from apps.knobs import in_session
 
 
@@ -74,6 +74,7 @@ class LiveFigures:
         self.panes: dict[str, pn.pane.HoloViews] = {}
         #: Served pages show each figure on its own tick after the page loaded (:meth:`_show_next`).
         self.deferred = in_session() if defer is None else defer
+        self.closed = False
         for name in self.names:
             self.dmaps[name] = self._dmap(name, draw(name))
             shown = None if self.deferred else self.dmaps[name]
@@ -83,21 +84,25 @@ class LiveFigures:
             pn.state.onload(self._show_next)
 
     def _show_next(self) -> None:
-        """Put the next empty panel's figure on the page, and schedule the one after it.
+        """Queue this page's panels to be shown one per tick (apps/panel_queue.py).
 
         Building a panel's Bokeh plot costs 0.3-0.5 s of event loop (a lab page: 1.8-3.4 s, on
         this 2-core machine with warm caches, 2026-11-28). Built in one go before the page was
         sent, nothing showed until the last panel was done, and every other session's knob
-        waited that long. Here the page (widgets, text, loading panels) goes first, then one
-        panel per tick, in page order, so other sessions' events run between two panels. In
-        Chromium the knobs then show ~0.8 s sooner and the first plot about as soon as when the
-        first panel went out with the page (an A/B on this machine, 2026-11-28).
+        waited that long. Here the page (widgets, text, loading panels) goes first, then the
+        panels in page order, taking turns with other pages' panels and never more than one
+        build ahead of a knob change. In Chromium the knobs then show ~0.8 s sooner and the
+        first plot about as soon as when the first panel went out with the page (an A/B on
+        this machine, 2026-11-28).
         """
-        for name in self.names:
-            if self.panes[name].object is None:
-                self._show(name)
-                sessions.run_on_session_loop(self._doc, self._show_next, what="the next panel")
-                return
+        panel_queue.enqueue(self._doc, self)
+
+    def show_one(self) -> bool:
+        """Show the next empty panel; True while others are left (apps/panel_queue.py)."""
+        empty = [name for name in self.names if self.panes[name].object is None]
+        if empty:
+            self._show(empty[0])
+        return len(empty) > 1
 
     def _show(self, name: str) -> None:
         self.panes[name].object = self.dmaps[name]
@@ -144,4 +149,5 @@ class LiveFigures:
 
     def close(self) -> None:
         """Drop the figures (and the data they hold) when the session ends."""
+        self.closed = True
         self._pending.clear()

@@ -65,24 +65,34 @@ def test_same_structure_is_patched_in_place():
     assert titles == ["scale 2.5"]
 
 
+class TickDoc:
+    """Stand-in for a session's document: keeps next-tick callbacks to run by hand."""
+
+    def __init__(self, ticks):
+        self.ticks = ticks
+
+    def add_next_tick_callback(self, callback):
+        self.ticks.append(callback)
+
+
 def test_a_served_page_shows_its_panels_one_per_tick_after_it_loaded(monkeypatch):
-    """The page goes out with its panels loading; after the browser says it loaded, each tick
-    shows one more panel in page order (LiveFigures._show_next)."""
+    """The page goes out with its panels loading; after the browser says it loaded, each
+    tick shows one more panel in page order (LiveFigures._show_next, apps/panel_queue.py)."""
     from apps import live
 
     loaded, ticks = [], []
     monkeypatch.setattr(live.pn.state, "onload", loaded.append)
-    monkeypatch.setattr(
-        live.sessions, "run_on_session_loop", lambda doc, callback, **kw: ticks.append(callback)
-    )
     state = Curves()
     figures = LiveFigures(state.draw, ("a", "b", "c"), defer=True)
+    figures._doc = TickDoc(ticks)
     assert [figures.panes[n].object for n in "abc"] == [None] * 3
     assert all(figures.panes[n].loading for n in "abc")
     state.scale = 2.0
     figures.refresh("b")  # a knob moved before the panel was shown: it shows the new frame
     assert loaded == [figures._show_next] and figures.panes["a"].object is None
     loaded.pop()()
+    assert len(ticks) == 1 and figures.panes["a"].object is None  # scheduled, not yet run
+    ticks.pop()()
     shown = [n for n in "abc" if figures.panes[n].object is not None]
     assert shown == ["a"] and not figures.panes["a"].loading and figures.panes["b"].loading
     ticks.pop()()
@@ -92,8 +102,59 @@ def test_a_served_page_shows_its_panels_one_per_tick_after_it_loaded(monkeypatch
     assert (2.0,) * 5 in column_values(doc)
     ticks.pop()()
     assert all(figures.panes[n].object is figures.dmaps[n] for n in "abc")
-    ticks.pop()()  # nothing left to show: the chain ends
-    assert ticks == []
+    assert ticks == []  # nothing left to show: the chain ends
+
+
+def test_pages_take_turns_and_only_one_panel_build_is_ever_queued_on_the_loop():
+    from apps import panel_queue
+
+    ticks, shown = [], []
+
+    class Page:
+        def __init__(self, name, panels):
+            self.name, self.left, self.closed = name, panels, False
+
+        def show_one(self):
+            shown.append(f"{self.name}{self.left}")
+            self.left -= 1
+            return self.left > 0
+
+    doc = TickDoc(ticks)
+    a, b, c = Page("a", 3), Page("b", 2), Page("c", 2)
+    for page in (a, b, c):
+        panel_queue.enqueue(doc, page)
+    c.closed = True  # the tab closed before its turn
+    while ticks:
+        assert len(ticks) == 1  # a knob change waits behind one panel build at most
+        ticks.pop()()
+    assert shown == ["a3", "b2", "a2", "b1", "a1"]
+    assert panel_queue.waiting() == 0
+
+
+def test_a_page_that_fails_to_show_does_not_stop_the_others(caplog):
+    from apps import panel_queue
+
+    ticks, shown = [], []
+
+    class Broken:
+        closed = False
+
+        def show_one(self):
+            raise RuntimeError("no plot for you")
+
+    class Fine:
+        closed = False
+
+        def show_one(self):
+            shown.append("fine")
+            return False
+
+    doc = TickDoc(ticks)
+    panel_queue.enqueue(doc, Broken())
+    panel_queue.enqueue(doc, Fine())
+    while ticks:
+        ticks.pop()()
+    assert shown == ["fine"] and "deferred panel failed" in caplog.text
 
 
 def test_outside_a_served_page_every_panel_is_shown_at_once():

@@ -1,0 +1,74 @@
+"""Deferred panels of every session, built one at a time on the server's event loop.
+
+A served lab page goes out with its panels loading (:class:`apps.live.LiveFigures`); each
+panel's Bokeh plot is built later, 0.3-0.5 s of event loop apiece on this 2-core machine. When
+every page scheduled its own panels, thirty pages opened together put ~180 such builds in the
+loop's queue, and a knob change waited behind all of them (``benchmarks/loadtest.py --think 5``:
+p95 86 s, 2026-11-28).
+
+Here one process-wide queue holds the pages with panels still to show, and at most one build
+is scheduled on the loop at any time: a knob change waits for one panel build at most, the
+pages take turns (everyone's first panel before anyone's second), and a page that closed is
+dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Protocol
+
+from panel.io.state import set_curdoc
+
+log = logging.getLogger("workbench.apps")
+
+
+class Deferred(Protocol):
+    """A page with panels to show: ``show_one()`` shows one, True while more are left."""
+
+    closed: bool
+
+    def show_one(self) -> bool: ...
+
+
+_waiting: deque[tuple[Any, Deferred]] = deque()  # (document, page)
+_scheduled = False
+
+
+def enqueue(doc: Any, page: Deferred) -> None:
+    """Queue ``page`` (whose document is ``doc``); call on the event loop."""
+    _waiting.append((doc, page))
+    _schedule_next()
+
+
+def _schedule_next() -> None:
+    global _scheduled
+    while _waiting and not _scheduled:
+        doc, page = _waiting.popleft()
+        if page.closed:
+            continue
+
+        def run(doc: Any = doc, page: Deferred = page) -> None:
+            global _scheduled
+            _scheduled = False
+            try:
+                with set_curdoc(doc):
+                    more = not page.closed and page.show_one()
+            except Exception:  # noqa: BLE001 - one page's failure must not stop the others
+                log.exception("showing a deferred panel failed")
+                more = False
+            if more:
+                _waiting.append((doc, page))
+            _schedule_next()
+
+        try:
+            doc.add_next_tick_callback(run)
+        except Exception:  # noqa: BLE001 - the session is gone: drop its page
+            log.debug("session closed before its panels were shown", exc_info=True)
+            continue
+        _scheduled = True
+
+
+def waiting() -> int:
+    """Pages with panels still to show (diagnostics and tests)."""
+    return len(_waiting) + _scheduled
