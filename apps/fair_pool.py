@@ -24,15 +24,12 @@ never run (a newer knob change cancels the stale one's future as well as its can
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

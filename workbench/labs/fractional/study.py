@@ -127,8 +127,9 @@ class FractionalStudy(Study):
     def estimated_solve_seconds(self) -> float:
         """The live solve alone (matrix-free GMRES with FFT products): t ≈ 0.05 s + 5 µs × N.
 
-        Measured with :meth:`estimated_seconds` (0.3 s at N = 65,536, the largest size the page
-        offers); the page streams it on the pool's quick lane when this is under a second.
+        The slope is :meth:`estimated_seconds`'s (the solve at N = 65,536, the largest size the
+        page offers, took 0.3 s); the 0.05 s for setup is an allowance, not a measurement. The
+        page streams the solve on the pool's quick lane when this is under a second.
         """
         return 0.05 + 5e-6 * self.intervals
 
