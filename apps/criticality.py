@@ -59,6 +59,9 @@ class CriticalityDashboard(LabDashboard):
     study_class = cr.CriticalityStudy
     cheap = ("depth", "rho0")
     main_knob = "cw"
+    # Activation, C_W, C_b, k0: the infinite-width flows (~0.1 s) are drawn while the
+    # Monte-Carlo of real networks (~0.4 s at the defaults) and the phase diagram compute.
+    previewed = FLOW_PANES
     explanation = EXPLANATION
     widget_overrides = {
         "networks": {"widget": pn.widgets.DiscreteSlider, "options": NETWORK_OPTIONS},
@@ -79,6 +82,19 @@ class CriticalityDashboard(LabDashboard):
     def update_cheap(self, changed):
         self.flows = self.study.flows()
         self._attach_tap(self.live.refresh(*FLOW_PANES))
+
+    def preview(self, study):
+        return study.flows()
+
+    def render_preview(self, flows):
+        if not flows.identical(self.flows):  # a Monte-Carlo knob leaves the flows as they are
+            self.flows = flows
+            self.live.refresh(*FLOW_PANES)
+
+    def on_restored(self):
+        # A refused or abandoned change: the flows may show its preview; draw the kept knobs'.
+        if hasattr(self, "live"):
+            self.update_cheap(set())
 
     def _figure(self, name):
         r, a = self.result, self.flows.attrs

@@ -141,6 +141,9 @@ class LabDashboard(StreamingMixin):
     time_budget_s: ClassVar[float] = 120.0
     #: Milliseconds between two batches of a stream reaching the page.
     stream_period_ms: ClassVar[int] = 120
+    #: Panels that :meth:`preview` redraws at once after a heavy change; while the heavy result
+    #: computes, only the other panels show the loading state (none: the whole plot area does).
+    previewed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, query: dict[str, str] | None = None) -> None:
         self.study = self.study_class()
@@ -149,6 +152,8 @@ class LabDashboard(StreamingMixin):
         self._generation = 0
         self._cancel = threading.Event()
         self._future: Future | None = None
+        self._preview_future: Future | None = None
+        self._rendered = 0  # generation of the last full result drawn
         #: (generation, time.monotonic()) of the last computation to start on a worker.
         self._started: tuple[int, float] = (0, 0.0)
         self._stream_generation = 0
@@ -183,6 +188,16 @@ class LabDashboard(StreamingMixin):
     def render(self, result: Any) -> None:
         """Apply ``compute``'s result to the page (event loop)."""
         self.result = result
+
+    def preview(self, study: Study) -> Any:
+        """The quick part of the view for the knobs in ``study`` (a snapshot; runs on a worker
+        thread in the pool's quick lane, well under a second), drawn by :meth:`render_preview`
+        while :meth:`compute` still runs: the theory moves with the knob, the measurement
+        follows. Only called when :attr:`previewed` names panels."""
+        return None
+
+    def render_preview(self, preview: Any) -> None:
+        """Apply :meth:`preview`'s result to the :attr:`previewed` panels (event loop)."""
 
     def update_cheap(self, changed: set[str]) -> None:
         """In-place update after a change of knobs in :attr:`cheap` (event loop, fast)."""
@@ -309,10 +324,17 @@ class LabDashboard(StreamingMixin):
             if self.status.failed:
                 self._restore_last_good()
             return
-        self.plots_area.loading = True
+        self._set_loading(True)
         started = time.perf_counter()
         if self._future is not None:
             self._future.cancel()  # still queued: never started (apps/fair_pool.py)
+        if self._preview_future is not None:
+            self._preview_future.cancel()
+        if self.previewed:
+            preview = self._preview_future = worker_pool().submit(
+                self.preview, snapshot, owner=fair_pool.owner_key(self), seconds=0.1
+            )
+            preview.add_done_callback(lambda f: self._schedule(self._finish_preview, f, generation))
         future = self._future = worker_pool().submit(
             self._compute_with_notes,
             snapshot,
@@ -332,10 +354,30 @@ class LabDashboard(StreamingMixin):
             result = self.compute(snapshot)
         return result, notes
 
+    def _set_loading(self, loading: bool) -> None:
+        live = getattr(self, "live", None)
+        if self.previewed and live is not None:
+            live.set_loading([n for n in live.names if n not in self.previewed], loading)
+        else:
+            self.plots_area.loading = loading
+
+    def _finish_preview(self, future: Future, generation: int) -> None:
+        if generation != self._generation or self._closed or self._rendered == generation:
+            return  # superseded, closed, or the full result is already drawn
+        if future.cancelled() or future.exception() is not None:
+            if not future.cancelled():  # the full computation reports it to the page
+                log.warning("preview of %s failed", self.study.lab, exc_info=future.exception())
+            return
+        try:
+            self.render_preview(future.result())
+        except Exception:
+            log.exception("drawing the preview of %s failed", self.study.lab)
+
     def _finish(self, future: Future, generation: int, started: float) -> None:
         if generation != self._generation or self._closed:
             return  # superseded by a newer change (or the tab closed): drop the stale result
-        self.plots_area.loading = False
+        self._rendered = generation
+        self._set_loading(False)
         error = future.exception()
         if isinstance(error, Cancelled):
             return
@@ -375,7 +417,7 @@ class LabDashboard(StreamingMixin):
             return self._arm_budget(generation, left)
         self._generation += 1  # the late result will be dropped
         self._cancel.set()  # and the computation stops at its next checkpoint
-        self.plots_area.loading = False
+        self._set_loading(False)
         self.status.warn(
             f"This setting took longer than {self.time_budget_s:.0f} s and was abandoned; "
             "the previous view stays. Try a smaller size."
@@ -504,8 +546,9 @@ class LabDashboard(StreamingMixin):
         self._closed = True
         self._generation += 1
         self._cancel.set()
-        if self._future is not None:
-            self._future.cancel()  # queued work of a closed tab never starts
+        for future in (self._future, self._preview_future):
+            if future is not None:
+                future.cancel()  # queued work of a closed tab never starts
         self.stop_stream()
         live = getattr(self, "live", None)
         if live is not None:

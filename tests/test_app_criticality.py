@@ -51,6 +51,53 @@ def test_cw_recomputes_the_monte_carlo_and_moves_the_marker(dash):
     assert dash.request({"activation": "tanh", "cw": 1.0})
 
 
+def _flow_data(page):
+    """The kernel flow panel's data as the page shows it (its DynamicMap's latest frame)."""
+    return page.live.shown("kernel")
+
+
+def test_a_heavy_change_draws_the_flows_before_the_monte_carlo_and_undoes_them_if_abandoned():
+    """Theory first: a C_W move redraws the infinite-width flows while the finite networks
+    still compute, with only the Monte-Carlo panels loading; an abandoned change takes the
+    previewed flows back with its knobs."""
+    import threading
+
+    from tests.test_lab_app import QueuedDoc
+
+    d = CriticalityDashboard()
+    d.page()
+    d._doc = doc = QueuedDoc()
+    gate = threading.Event()
+    full = d.compute
+    d.compute = lambda study: (gate.wait(10.0), full(study))[1]
+    before = d.flows
+    try:
+        assert d.request({"cw": 1.5})
+        doc.run_ticks(1)  # the preview reports back first: the full computation is held
+        np.testing.assert_allclose(
+            d.flows.kernel.values, cr.kernel_flow("tanh", 1.5, 0.0, 50, 1.0), rtol=1e-14
+        )
+        assert d.result["mc"].attrs["cw"] == 1.0  # the measurement is still the old one
+        assert not any(d.panes[n].loading for n in ("kernel", "correlation", "gradients"))
+        assert all(d.panes[n].loading for n in ("phase", "histogram", "kurtosis"))
+        assert not d.plots_area.loading
+        d.time_budget_s = 0.0
+        d._started = (d._generation, 0.0)  # it has been running since long ago
+        doc.timeouts[-1]()  # over budget: abandoned, knobs and flows go back
+        assert d.study.cw == 1.0 and d.flows.identical(before)
+        assert not any(p.loading for p in d.panes.values())
+    finally:
+        gate.set()
+    d._on_tap(x=0.0, y=2.0)
+    gate.set()
+    doc.run_ticks(3, timeout=30.0)  # the abandoned result (dropped), preview and full result
+    assert d.result["mc"].attrs["cw"] == 2.0
+    np.testing.assert_allclose(
+        d.flows.kernel.values, cr.kernel_flow("tanh", 2.0, 0.0, 50, 1.0), rtol=1e-14
+    )
+    assert not any(p.loading for p in d.panes.values())
+
+
 def test_a_click_on_the_phase_diagram_moves_the_knobs(dash):
     dash._on_tap(x=0.1234, y=2.5)
     assert (dash.study.cb, dash.study.cw) == (0.123, 2.5)
