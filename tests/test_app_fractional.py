@@ -54,6 +54,37 @@ def test_degree_recomputes_spectrum_and_errors(dash):
     assert dash.request({"degree": 3})
 
 
+def test_a_degree_move_draws_the_cached_sweeps_first_and_undoes_them_if_abandoned():
+    """f(π) and the error curves follow a degree move at once (a quick preview) while the
+    spectrum, conditioning and iteration counts compute; an abandoned move puts them back."""
+    import threading
+
+    from tests.test_lab_app import QueuedDoc
+
+    d = FractionalDashboard()
+    d.page()
+    d._doc = doc = QueuedDoc()
+    d.start_stream = lambda *args, **kwargs: None  # the live solve is not under test here
+    gate = threading.Event()
+    full = d.compute
+    d.compute = lambda study: (gate.wait(10.0), full(study))[1]
+    try:
+        assert d.request({"degree": 4})
+        doc.run_ticks(1)  # the preview reports back first: the full computation is held
+        assert d.result["errors"].attrs["degree"] == 4
+        assert d.result["cond"].attrs["degree"] == 3  # still computing
+        assert d.live.shown("errors") is not None
+        assert not any(d.panes[n].loading for n in ("symbol_pi", "errors"))
+        assert all(d.panes[n].loading for n in ("symbol", "cond", "counts"))
+        d.time_budget_s = 0.0
+        d._started = (d._generation, 0.0)
+        doc.timeouts[-1]()  # over budget: abandoned, the previewed panels go back
+        assert d.study.degree == 3 and d.result["errors"].attrs["degree"] == 3
+        assert not any(p.loading for p in d.panes.values())
+    finally:
+        gate.set()
+
+
 def test_unpreconditioned_huge_solve_is_refused_and_snaps_back(dash):
     before = dash.study.values()
     assert not dash.request({"intervals": 2**16, "preconditioner": "none"})
