@@ -141,8 +141,7 @@ class LabDashboard(StreamingMixin):
     time_budget_s: ClassVar[float] = 120.0
     #: Milliseconds between two batches of a stream reaching the page.
     stream_period_ms: ClassVar[int] = 120
-    #: Panels that :meth:`preview` redraws at once after a heavy change; while the heavy result
-    #: computes, only the other panels show the loading state (none: the whole plot area does).
+    #: Panels that :meth:`preview` redraws at once after a heavy change, before the full result.
     previewed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, query: dict[str, str] | None = None) -> None:
@@ -324,7 +323,7 @@ class LabDashboard(StreamingMixin):
             if self.status.failed:
                 self._restore_last_good()
             return
-        self._set_loading(True)
+        self.status.computing(True)
         started = time.perf_counter()
         if self._future is not None:
             self._future.cancel()  # still queued: never started (apps/fair_pool.py)
@@ -354,13 +353,6 @@ class LabDashboard(StreamingMixin):
             result = self.compute(snapshot)
         return result, notes
 
-    def _set_loading(self, loading: bool) -> None:
-        live = getattr(self, "live", None)
-        if self.previewed and live is not None:
-            live.set_loading([n for n in live.names if n not in self.previewed], loading)
-        else:
-            self.plots_area.loading = loading
-
     def _finish_preview(self, future: Future, generation: int) -> None:
         if generation != self._generation or self._closed or self._rendered == generation:
             return  # superseded, closed, or the full result is already drawn
@@ -377,7 +369,7 @@ class LabDashboard(StreamingMixin):
         if generation != self._generation or self._closed:
             return  # superseded by a newer change (or the tab closed): drop the stale result
         self._rendered = generation
-        self._set_loading(False)
+        self.status.computing(False)
         error = future.exception()
         if isinstance(error, Cancelled):
             return
@@ -417,7 +409,7 @@ class LabDashboard(StreamingMixin):
             return self._arm_budget(generation, left)
         self._generation += 1  # the late result will be dropped
         self._cancel.set()  # and the computation stops at its next checkpoint
-        self._set_loading(False)
+        self.status.computing(False)
         self.status.warn(
             f"This setting took longer than {self.time_budget_s:.0f} s and was abandoned; "
             "the previous view stays. Try a smaller size."

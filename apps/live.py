@@ -15,7 +15,7 @@ DynamicMap cannot add or drop overlay layers in place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import holoviews as hv
@@ -103,13 +103,6 @@ class LiveFigures:
         if empty:
             self._show(empty[0])
         return len(empty) > 1
-
-    def set_loading(self, names: Iterable[str], loading: bool) -> None:
-        """Show or clear the loading state of the panels ``names`` already shown (those still
-        waiting for their turn keep theirs until they are shown)."""
-        for name in names:
-            if self.panes[name].object is not None:
-                self.panes[name].loading = loading
 
     def _show(self, name: str) -> None:
         self.panes[name].object = self.dmaps[name]

@@ -142,6 +142,10 @@ def failure_page(title: str) -> pn.viewable.Viewable:
     )
 
 
+#: The status line while a new view is computed.
+COMPUTING = "computing the new view … (the plots show the previous one until it is ready)"
+
+
 class StatusLine:
     """An alert for bad input or failures plus a one-line status ("updated in 42 ms").
 
@@ -162,6 +166,8 @@ class StatusLine:
         self.timing = pn.pane.Markdown("", css_classes=["status-timing"], margin=(0, 10))
         self.view = pn.Row(self.alert, self.dismiss, sizing_mode="stretch_width")
         self.failed = False
+        #: True while a new view is computed off the loop (:meth:`computing`).
+        self.busy = False
 
     @contextmanager
     def guard(self, action: str, timed: bool = True, clear: bool = True):
@@ -183,6 +189,20 @@ class StatusLine:
             self.note(notes)
             if timed:
                 self.timing.object = f"{action}: {1e3 * (time.perf_counter() - start):.0f} ms"
+
+    def computing(self, on: bool) -> None:
+        """Say that a new view is being computed while the plots keep showing the previous one.
+
+        A line of text, not Panel's ``loading`` overlay: that restyles every Bokeh figure under
+        it on the way in and out, and each restyle made Chromium lay out and repaint the figure,
+        1.2-2.4 s a figure on this machine (criticality's C_W, 2026-11-29: a move's first plot
+        update 9.1 s after the key press with the overlay on three panels, 0.7 s without).
+        """
+        self.busy = on
+        if on:
+            self.timing.object = COMPUTING
+        elif self.timing.object == COMPUTING:
+            self.timing.object = ""
 
     def _show(self, text: str, kind: str) -> None:
         self.alert.object = text

@@ -74,13 +74,12 @@ def test_a_degree_move_draws_the_cached_sweeps_first_and_undoes_them_if_abandone
         assert d.result["errors"].attrs["degree"] == 4
         assert d.result["cond"].attrs["degree"] == 3  # still computing
         assert d.live.shown("errors") is not None
-        assert not any(d.panes[n].loading for n in ("symbol_pi", "errors"))
-        assert all(d.panes[n].loading for n in ("symbol", "cond", "counts"))
+        assert d.status.busy and not any(p.loading for p in d.panes.values())
         d.time_budget_s = 0.0
         d._started = (d._generation, 0.0)
         doc.timeouts[-1]()  # over budget: abandoned, the previewed panels go back
         assert d.study.degree == 3 and d.result["errors"].attrs["degree"] == 3
-        assert not any(p.loading for p in d.panes.values())
+        assert not d.status.busy
     finally:
         gate.set()
 

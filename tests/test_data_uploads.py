@@ -579,7 +579,7 @@ def test_a_link_asking_for_an_upload_opens_on_defaults_with_a_plain_warning(page
     assert changed == {other: value}  # the source stays at its default
     assert {k: w.value for k, w in dash.widgets.items() if k in changed} == changed
     assert dash.link_values() == {other: str(value)}  # the URL written back drops source=upload
-    assert dash.result is not None and not dash.plots_area.loading  # the default view is drawn
+    assert dash.result is not None and not dash.status.busy  # the default view is drawn
 
 
 def test_kde_csv_upload_is_parsed_off_the_event_loop(kde_page, monkeypatch):
