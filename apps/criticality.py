@@ -75,9 +75,13 @@ class CriticalityDashboard(LabDashboard):
     # --- drawing (event loop) -----------------------------------------------------------------
     def render(self, result):
         self.result = result
-        self.flows = result["flows"]
+        drawn, self.flows = getattr(self, "flows", None), result["flows"]
         if hasattr(self, "live"):
-            self._attach_tap(self.live.refresh())
+            # Drawn by the preview, or left as they are by a Monte-Carlo knob: not drawn twice.
+            same = self.preview_drawn() or (drawn is not None and drawn.identical(self.flows))
+            self._attach_tap(
+                self.live.refresh(*(n for n in PANES if not same or n not in FLOW_PANES))
+            )
 
     def update_cheap(self, changed):
         self.flows = self.study.flows()

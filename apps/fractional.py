@@ -78,7 +78,8 @@ class FractionalDashboard(LabDashboard):
     def render(self, result):
         self.result = self._full = result
         if hasattr(self, "live"):
-            self.live.refresh(*SWEEP_PANES)
+            same = self.previewed if self.preview_drawn() else ()  # not drawn twice
+            self.live.refresh(*(n for n in SWEEP_PANES if n not in same))
         self.solve_live()
 
     def render_preview(self, part):

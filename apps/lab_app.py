@@ -153,6 +153,7 @@ class LabDashboard(StreamingMixin):
         self._future: Future | None = None
         self._preview_future: Future | None = None
         self._rendered = 0  # generation of the last full result drawn
+        self._previewed = -1  # generation of the last preview drawn
         #: (generation, time.monotonic()) of the last computation to start on a worker.
         self._started: tuple[int, float] = (0, 0.0)
         self._stream_generation = 0
@@ -362,8 +363,14 @@ class LabDashboard(StreamingMixin):
             return
         try:
             self.render_preview(future.result())
+            self._previewed = generation
         except Exception:
             log.exception("drawing the preview of %s failed", self.study.lab)
+
+    def preview_drawn(self) -> bool:
+        """In :meth:`render`: the :attr:`previewed` panels already show this result's knobs
+        (drawn by :meth:`render_preview` from the same snapshot), so they need no redraw."""
+        return self._previewed == self._generation
 
     def _finish(self, future: Future, generation: int, started: float) -> None:
         if generation != self._generation or self._closed:

@@ -86,9 +86,15 @@ def test_a_heavy_change_draws_the_flows_before_the_monte_carlo_and_undoes_them_i
         assert d.study.cw == 1.0 and d.flows.identical(before) and not d.status.busy
     finally:
         gate.set()
+    refreshed = []
+    refresh = d.live.refresh
+    d.live.refresh = lambda *names: (refreshed.append(set(names)), refresh(*names))[1]
     d._on_tap(x=0.0, y=2.0)
     gate.set()
     doc.run_ticks(3, timeout=30.0)  # the abandoned result (dropped), preview and full result
+    # The flows are drawn once: by the preview, or by the full result when it came first.
+    flows = {"kernel", "correlation", "gradients"}
+    assert sum(1 for names in refreshed if not names or names & flows) == 1, refreshed
     assert d.result["mc"].attrs["cw"] == 2.0 and not d.status.busy
     np.testing.assert_allclose(
         d.flows.kernel.values, cr.kernel_flow("tanh", 2.0, 0.0, 50, 1.0), rtol=1e-14
