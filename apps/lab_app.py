@@ -258,6 +258,9 @@ class LabDashboard(StreamingMixin):
         self.write_link()
         if not changed:
             return True
+        live = getattr(self, "live", None)
+        if live is not None and live.deferred:
+            live.hurry = True  # a panel this change redraws that is not shown yet goes next
         if changed <= set(self.cheap):
             with self.status.guard(f"changing {', '.join(sorted(changed))}"):
                 self.update_cheap(changed)

@@ -75,6 +75,10 @@ class LiveFigures:
         #: Served pages show each figure on its own tick after the page loaded (:meth:`_show_next`).
         self.deferred = in_session() if defer is None else defer
         self.closed = False
+        self._wanted: list[str] = []  # refreshed before shown: shown first
+        #: Set by the page when its user moves a knob: the first panel that change refreshes
+        #: while still waiting for its turn is shown next (once; streams do not re-hurry).
+        self.hurry = False
         for name in self.names:
             self.dmaps[name] = self._dmap(name, draw(name))
             shown = None if self.deferred else self.dmaps[name]
@@ -98,10 +102,12 @@ class LiveFigures:
         panel_queue.enqueue(self._doc, self)
 
     def show_one(self) -> bool:
-        """Show the next empty panel; True while others are left (apps/panel_queue.py)."""
+        """Show the next empty panel, a refreshed one first; True while others are left
+        (apps/panel_queue.py)."""
         empty = [name for name in self.names if self.panes[name].object is None]
+        self._wanted = [name for name in self._wanted if name in empty]
         if empty:
-            self._show(empty[0])
+            self._show(self._wanted.pop(0) if self._wanted else empty[0])
         return len(empty) > 1
 
     def _show(self, name: str) -> None:
@@ -128,6 +134,12 @@ class LiveFigures:
             figure = self.draw(name)
             if structure(figure) == self._structure[name]:
                 self._pending[name] = _framewise(figure)
+                if self.hurry and self.panes[name].object is None and not self.closed:
+                    # A knob moved before this panel's turn: show it next, ahead of the
+                    # other panels and pages (a class's thirty pages fill in behind it).
+                    self.hurry = False
+                    self._wanted.append(name)
+                    panel_queue.hurry(self)
                 if not self._patch(name, figure):
                     self.counters[name].event()
             else:

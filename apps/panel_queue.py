@@ -33,12 +33,24 @@ class Deferred(Protocol):
 
 _waiting: deque[tuple[Any, Deferred]] = deque()  # (document, page)
 _scheduled = False
+_urgent: set[int] = set()  # id() of pages hurried while their build was scheduled
 
 
 def enqueue(doc: Any, page: Deferred) -> None:
     """Queue ``page`` (whose document is ``doc``); call on the event loop."""
     _waiting.append((doc, page))
     _schedule_next()
+
+
+def hurry(page: Deferred) -> None:
+    """Show ``page``'s next panel before the other pages' (call on the event loop): a knob
+    moved on it changed a panel it has not shown yet, and its user is waiting for it."""
+    for i, (doc, queued) in enumerate(_waiting):
+        if queued is page:
+            del _waiting[i]
+            _waiting.appendleft((doc, queued))
+            return
+    _urgent.add(id(page))  # its build is scheduled now: it goes first again after it
 
 
 def _schedule_next() -> None:
@@ -57,8 +69,11 @@ def _schedule_next() -> None:
             except Exception:  # noqa: BLE001 - one page's failure must not stop the others
                 log.exception("showing a deferred panel failed")
                 more = False
-            if more:
+            if more and id(page) in _urgent:
+                _waiting.appendleft((doc, page))
+            elif more:
                 _waiting.append((doc, page))
+            _urgent.discard(id(page))
             _schedule_next()
 
         try:

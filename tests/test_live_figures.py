@@ -131,6 +131,42 @@ def test_pages_take_turns_and_only_one_panel_build_is_ever_queued_on_the_loop():
     assert panel_queue.waiting() == 0
 
 
+def test_a_panel_refreshed_before_its_turn_is_shown_next_ahead_of_other_pages(monkeypatch):
+    """Thirty pages fill in panel by panel; a knob moved on one of them changes a panel it
+    has not shown yet: that panel is built next, before the other pages' and its own."""
+    from apps import live, panel_queue
+
+    monkeypatch.setattr(live.pn.state, "onload", lambda callback: None)
+    ticks = []
+    doc = TickDoc(ticks)
+    pages = []
+    for _ in range(3):
+        page = LiveFigures(Curves().draw, ("a", "b", "c"), defer=True)
+        page._doc = doc
+        pages.append(page)
+        panel_queue.enqueue(doc, page)
+    first, _, last = pages
+    ticks.pop()()  # the first page's first panel
+    assert first.panes["a"].object is not None
+    last.refresh("c")  # a stream's redraw, no knob moved: the page order stands
+    assert last._wanted == []
+    last.hurry = True  # its user moved a knob (LabDashboard.request)
+    last.refresh("c")  # the last page's third panel, while the second page waits for its turn
+    ticks.pop()()  # the build already scheduled (the second page's first panel) runs first
+    ticks.pop()()
+    assert last.panes["c"].object is last.dmaps["c"] and last.panes["a"].object is None
+    assert pages[1].panes["b"].object is None
+    first.hurry = True
+    first.refresh("c")  # hurried while its own build is scheduled: its next one comes first
+    ticks.pop()()
+    ticks.pop()()
+    assert first.panes["c"].object is not None and pages[1].panes["b"].object is None
+    while ticks:
+        ticks.pop()()
+    assert all(p.panes[n].object is not None for p in pages for n in "abc")
+    assert panel_queue.waiting() == 0
+
+
 def test_a_page_that_fails_to_show_does_not_stop_the_others(caplog):
     from apps import panel_queue
 
