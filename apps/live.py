@@ -15,6 +15,7 @@ DynamicMap cannot add or drop overlay layers in place.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,6 +46,20 @@ def _framewise(figure: Any) -> Any:
     spent (cProfile of a criticality C_W move, 2026-11-28); the options alone cost 3-5 ms."""
     figure.opts(framewise=True, axiswise=True, clone=False)
     return figure
+
+
+def _when_loaded(page: weakref.ref) -> Callable[[], None]:
+    """The page's onload callback, holding the page weakly. Panel keeps onload callbacks in a
+    ``WeakKeyDictionary`` keyed by the document; a callback that held the page (and through it
+    the document) kept the key alive, so a tab closed before its browser said "loaded" leaked
+    its whole dashboard (tests/test_load.py's soak, 2026-11-29)."""
+
+    def loaded() -> None:
+        live = page()
+        if live is not None and not live.closed:
+            live._show_next()
+
+    return loaded
 
 
 class LiveFigures:
@@ -85,7 +100,7 @@ class LiveFigures:
             self.panes[name] = pn.pane.HoloViews(shown, loading=shown is None, **self.pane_options)
         if self.deferred:
             self._doc = pn.state.curdoc
-            pn.state.onload(self._show_next)
+            pn.state.onload(_when_loaded(weakref.ref(self)))
 
     def _show_next(self) -> None:
         """Queue this page's panels to be shown one per tick (apps/panel_queue.py).

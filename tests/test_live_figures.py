@@ -89,7 +89,7 @@ def test_a_served_page_shows_its_panels_one_per_tick_after_it_loaded(monkeypatch
     assert all(figures.panes[n].loading for n in "abc")
     state.scale = 2.0
     figures.refresh("b")  # a knob moved before the panel was shown: it shows the new frame
-    assert loaded == [figures._show_next] and figures.panes["a"].object is None
+    assert len(loaded) == 1 and figures.panes["a"].object is None
     loaded.pop()()
     assert len(ticks) == 1 and figures.panes["a"].object is None  # scheduled, not yet run
     ticks.pop()()
@@ -103,6 +103,24 @@ def test_a_served_page_shows_its_panels_one_per_tick_after_it_loaded(monkeypatch
     ticks.pop()()
     assert all(figures.panes[n].object is figures.dmaps[n] for n in "abc")
     assert ticks == []  # nothing left to show: the chain ends
+
+
+def test_a_page_closed_before_it_loaded_is_not_kept_by_its_onload_callback(monkeypatch):
+    """Panel keeps onload callbacks in a WeakKeyDictionary keyed by the document: a callback
+    that holds the page (which holds the document) keeps the key, and the page, alive."""
+    import gc
+    import weakref
+
+    from apps import live
+
+    loaded = []
+    monkeypatch.setattr(live.pn.state, "onload", loaded.append)
+    figures = LiveFigures(Curves().draw, ("a", "b"), defer=True)
+    page = weakref.ref(figures)
+    del figures
+    gc.collect()
+    assert len(loaded) == 1 and page() is None  # the tab closed before "loaded": nothing left
+    loaded.pop()()  # a late callback finds no page and does nothing
 
 
 def test_pages_take_turns_and_only_one_panel_build_is_ever_queued_on_the_loop():
