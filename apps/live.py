@@ -177,4 +177,6 @@ class LiveFigures:
     def close(self) -> None:
         """Drop the figures (and the data they hold) when the session ends."""
         self.closed = True
+        if self.deferred:
+            panel_queue.release(self)  # its scheduled build, if any, will never run
         self._pending.clear()

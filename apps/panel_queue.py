@@ -32,7 +32,7 @@ class Deferred(Protocol):
 
 
 _waiting: deque[tuple[Any, Deferred]] = deque()  # (document, page)
-_scheduled = False
+_scheduled: tuple[object, Deferred] | bool = False  # (token, page) of the build scheduled
 _urgent: set[int] = set()  # id() of pages hurried while their build was scheduled
 
 
@@ -53,15 +53,29 @@ def hurry(page: Deferred) -> None:
     _urgent.add(id(page))  # its build is scheduled now: it goes first again after it
 
 
+def release(page: Deferred) -> None:
+    """``page`` closed (call on the event loop): if its build is the one scheduled, go on with
+    the next page. Bokeh drops a destroyed session's pending next-tick callbacks, so that
+    build would never run and the queue would wait for it forever, holding every page queued
+    behind it (found as dashboards left alive by tests/test_load.py's soak, 2026-11-29)."""
+    global _scheduled
+    if _scheduled and _scheduled[1] is page:
+        _scheduled = False
+        _schedule_next()
+
+
 def _schedule_next() -> None:
     global _scheduled
     while _waiting and not _scheduled:
         doc, page = _waiting.popleft()
         if page.closed:
             continue
+        token = object()
 
-        def run(doc: Any = doc, page: Deferred = page) -> None:
+        def run(doc: Any = doc, page: Deferred = page, token: object = token) -> None:
             global _scheduled
+            if not _scheduled or _scheduled[0] is not token:
+                return  # released meanwhile: its page closed and the queue moved on
             _scheduled = False
             try:
                 with set_curdoc(doc):
@@ -81,9 +95,9 @@ def _schedule_next() -> None:
         except Exception:  # noqa: BLE001 - the session is gone: drop its page
             log.debug("session closed before its panels were shown", exc_info=True)
             continue
-        _scheduled = True
+        _scheduled = (token, page)
 
 
 def waiting() -> int:
     """Pages with panels still to show (diagnostics and tests)."""
-    return len(_waiting) + _scheduled
+    return len(_waiting) + bool(_scheduled)

@@ -185,6 +185,34 @@ def test_a_panel_refreshed_before_its_turn_is_shown_next_ahead_of_other_pages(mo
     assert panel_queue.waiting() == 0
 
 
+def test_a_page_closed_while_its_build_is_scheduled_does_not_stall_the_queue():
+    """Bokeh drops a destroyed session's next-tick callbacks: the queue must go on without
+    the build it scheduled for that page, or every page behind it waits (and leaks) forever."""
+    from apps import panel_queue
+
+    ticks, shown = [], []
+
+    class Page:
+        def __init__(self, name):
+            self.name, self.closed = name, False
+
+        def show_one(self):
+            shown.append(self.name)
+            return False
+
+    doc = TickDoc(ticks)
+    a, b = Page("a"), Page("b")
+    panel_queue.enqueue(doc, a)
+    panel_queue.enqueue(doc, b)
+    dropped = ticks.pop()  # a's build, scheduled; its session is destroyed before it runs
+    a.closed = True
+    panel_queue.release(a)
+    assert len(ticks) == 1  # b's build is scheduled at once
+    ticks.pop()()
+    dropped()  # had it run after all, it does nothing
+    assert shown == ["b"] and ticks == [] and panel_queue.waiting() == 0
+
+
 def test_a_page_that_fails_to_show_does_not_stop_the_others(caplog):
     from apps import panel_queue
 
