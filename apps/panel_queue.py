@@ -59,6 +59,7 @@ def release(page: Deferred) -> None:
     build would never run and the queue would wait for it forever, holding every page queued
     behind it (found as dashboards left alive by tests/test_load.py's soak, 2026-11-29)."""
     global _scheduled
+    _urgent.discard(id(page))  # its id may be reused by a page opened later
     if _scheduled and _scheduled[1] is page:
         _scheduled = False
         _schedule_next()
