@@ -74,13 +74,26 @@ def row(*panels: Any) -> pn.Row:
 
 
 class HouseTemplate(pn.template.FastListTemplate):
-    """FastListTemplate whose page is attached to its document in one freeze.
+    """FastListTemplate whose page is attached to its document in one freeze, without Panel's
+    busy spinner.
 
     The template adds its ~20 roots one ``add_root`` at a time, and Bokeh walks the whole
     model graph after each (26 walks per lab page). One freeze around the attachment walks it
     once: a criticality page built in 1.6–1.9 s instead of 2.4–2.6 s (2026-11-28, 2 cores), with
     the same model set (tests/test_model_graph.py).
+
+    No busy spinner (``busy_indicator=None``): Panel keeps one process-wide "busy" flag, set
+    around every widget event and periodic callback of *any* session, and every page's spinner
+    follows it, so with thirty pages open each event in one page wrote its busy value into all
+    thirty documents twice, and each was patched out to its browser. Under the 30-session load
+    test, 12 % of the event loop's time went to that bookkeeping (py-spy, 2026-11-29), and the
+    spinner told a visitor that someone, somewhere, was busy. A page's own status line says
+    when its view is being computed (:meth:`StatusLine.computing`).
     """
+
+    def __init__(self, **params: Any) -> None:
+        params.setdefault("busy_indicator", None)
+        super().__init__(**params)
 
     def _init_doc(self, doc=None, comm=None, title=None, notebook=False, location=True):
         document = doc if doc is not None else pn.state.curdoc
@@ -91,8 +104,8 @@ class HouseTemplate(pn.template.FastListTemplate):
 
 
 def template(title: str, *, sidebar: list, main: list) -> pn.template.FastListTemplate:
-    """The house template: knobs in the sidebar, plots in the main area, a busy spinner; one
-    column on a phone (:data:`PHONE_TEMPLATE_CSS`)."""
+    """The house template: knobs in the sidebar, plots in the main area; one column on a phone
+    (:data:`PHONE_TEMPLATE_CSS`)."""
     load_extensions()
     return HouseTemplate(
         raw_css=[PHONE_TEMPLATE_CSS],

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import panel as pn
+from panel.io.callbacks import PeriodicCallback
 
 from apps import fair_pool, shell
 from apps.sessions import worker_pool
@@ -103,9 +103,7 @@ class StreamingMixin:
         self._stream_future = worker_pool().submit(
             produce, owner=fair_pool.owner_key(self), seconds=seconds
         )
-        own["callback"] = self._stream_callback = pn.state.add_periodic_callback(
-            drain, period=self.stream_period_ms
-        )
+        own["callback"] = self._stream_callback = start_periodic(drain, self.stream_period_ms)
 
     def stop_stream(self, generation: int | None = None) -> None:
         if generation is not None and generation != self._stream_generation:
@@ -121,6 +119,16 @@ class StreamingMixin:
             future = getattr(self, "_stream_future", None)
             if future is not None:
                 future.cancel()  # still queued: never started
+
+
+def start_periodic(callback: Callable[[], None], period_ms: int) -> PeriodicCallback:
+    """``pn.state.add_periodic_callback`` without Panel's busy bookkeeping on every tick
+    (``background``): that flag is process-wide and was followed by every page (see
+    :class:`apps.shell.HouseTemplate`). Session-scoped all the same: started inside a session,
+    it is a callback of that document, which Bokeh drops when the session ends."""
+    periodic = PeriodicCallback(callback=callback, period=period_ms, background=True)
+    periodic.start()
+    return periodic
 
 
 class _Failure:

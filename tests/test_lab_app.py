@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("panel")
 
-from apps import lab_app, sessions, shell  # noqa: E402
+from apps import lab_app, sessions, shell, streaming  # noqa: E402
 from apps.fair_pool import FairPool  # noqa: E402
 from tests import toy_lab  # noqa: E402
 from tests.toy_lab import ToyDashboard, ToyStudy  # noqa: E402
@@ -322,11 +322,11 @@ def test_a_superseded_stream_drain_stops_its_own_callback(monkeypatch):
 
     made = []
 
-    def add_periodic_callback(function, period):
+    def start_periodic(function, period):
         made.append((function, Callback()))
         return made[-1][1]
 
-    monkeypatch.setattr(lab_app.pn.state, "add_periodic_callback", add_periodic_callback)
+    monkeypatch.setattr(streaming, "start_periodic", start_periodic)
     d = ToyDashboard()
     d._doc = object()  # served: streams run on the pool and drain on periodic callbacks
     d.start_stream(lambda: iter([1, 2]), lambda batch: None)
