@@ -171,6 +171,21 @@ class Server:
             return None
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) of the server process and its forked workers so far."""
+        if self.pid is None:
+            return None
+        ticks, total = os.sysconf("SC_CLK_TCK"), 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if self.pid in (pid, ppid):
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
     def mark_log(self) -> None:
         """Count server faults from here on."""
         if self.log_path is not None:
@@ -618,6 +633,7 @@ class LoadResult:
     change_s: float
     budget_s: float | None
     client_cpu_s: float
+    server_cpu_s: float | None  # the server's CPU seconds during the changes (with its workers)
     server_faults: list[str]
     rss_before: int | None
     rss_open: int | None
@@ -686,7 +702,7 @@ async def _load(
     open_s = time.perf_counter() - t0
     rss_open = server.rss_bytes()
 
-    t1 = time.perf_counter()
+    t1, server_cpu = time.perf_counter(), server.cpu_seconds()
     deadline = t1 + budget_s if budget_s else float("inf")
 
     async def drive(session: Session, seed: int) -> None:
@@ -703,6 +719,8 @@ async def _load(
 
     await asyncio.gather(*(drive(s, i) for i, s in enumerate(pages) if not s.dropped))
     change_s = time.perf_counter() - t1
+    if server_cpu is not None:
+        server_cpu = server.cpu_seconds() - server_cpu
     await asyncio.gather(*(s.close() for s in pages))
     stop.set()
     await sampler
@@ -714,6 +732,7 @@ async def _load(
         change_s=change_s,
         budget_s=budget_s,
         client_cpu_s=time.process_time() - cpu0,
+        server_cpu_s=server_cpu,
         server_faults=server.log_faults(),
         rss_before=rss_before,
         rss_open=rss_open,
@@ -916,6 +935,12 @@ def print_load(result: LoadResult) -> None:
         f"opening {len(result.sessions)} sessions at once: {result.open_s:.0f} s; changes: "
         f"{result.change_s:.0f} s ({rate:.1f} changes/s); client CPU {result.client_cpu_s:.0f} s"
     )
+    if result.server_cpu_s is not None and result.change_s:
+        # Under 1 core with every session waiting: one event loop sets the rate, not the CPU.
+        print(
+            f"server CPU during the changes: {result.server_cpu_s:.0f} s, "
+            f"{result.server_cpu_s / result.change_s:.2f} of {os.cpu_count()} cores"
+        )
     print(
         f"server RSS: before {_mb(result.rss_before)}, all sessions open {_mb(result.rss_open)}, "
         f"peak {_mb(result.rss_peak)}, after closing {_mb(result.rss_after)} "
