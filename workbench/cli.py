@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--procs",
         type=int,
         default=1,
-        help="worker processes sharing the port (default 1; 0: one per core). For a class: "
-        "each process serves its own sessions on its own core",
+        help="worker processes sharing the port (default 1; 0: one per core). For a class, "
+        "use 2 or more: each process serves its own sessions with its own event loop (30 "
+        "sessions on 2 cores: p50 1.1-1.9 s with 2, 3.1-5.4 s with 1; README)",
     )
     serve.set_defaults(func=cmd_serve)
 
