@@ -53,6 +53,25 @@ def test_diagnostics_are_off_without_the_variable(monkeypatch):
     assert loadtest.DIAGNOSTICS_PATH == app_server.DIAGNOSTICS_PATH
 
 
+@pytest.mark.parametrize("at_start", [None, "true"])
+def test_bokehs_serialization_setting_keeps_its_value_from_the_start(monkeypatch, at_start):
+    """Read once at start (Bokeh otherwise looks it up in the environment per model)."""
+    from bokeh.settings import settings
+
+    setting, name = settings.serialize_include_defaults, "BOKEH_SERIALIZE_INCLUDE_DEFAULTS"
+    if at_start is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, at_start)
+    before = setting()
+    try:
+        app_server._pin_bokeh_settings()
+        monkeypatch.setenv(name, "1" if at_start is None else "")  # not read any more
+        assert setting() == before and bool(before) is (at_start is not None)
+    finally:
+        setting.unset_value()
+
+
 @pytest.mark.parametrize(
     ("address", "loopback"),
     [
