@@ -32,7 +32,7 @@ class Deferred(Protocol):
 
 
 _waiting: deque[tuple[Any, Deferred]] = deque()  # (document, page)
-_scheduled: tuple[object, Deferred] | bool = False  # (token, page) of the build scheduled
+_scheduled: Deferred | None = None  # the page whose build is scheduled
 _urgent: set[int] = set()  # id() of pages hurried while their build was scheduled
 
 
@@ -60,24 +60,23 @@ def release(page: Deferred) -> None:
     behind it (found as dashboards left alive by tests/test_load.py's soak, 2026-11-29)."""
     global _scheduled
     _urgent.discard(id(page))  # its id may be reused by a page opened later
-    if _scheduled and _scheduled[1] is page:
-        _scheduled = False
+    if _scheduled is page:
+        _scheduled = None
         _schedule_next()
 
 
 def _schedule_next() -> None:
     global _scheduled
-    while _waiting and not _scheduled:
+    while _waiting and _scheduled is None:
         doc, page = _waiting.popleft()
         if page.closed:
             continue
-        token = object()
 
-        def run(doc: Any = doc, page: Deferred = page, token: object = token) -> None:
+        def run(doc: Any = doc, page: Deferred = page) -> None:
             global _scheduled
-            if not _scheduled or _scheduled[0] is not token:
-                return  # released meanwhile: its page closed and the queue moved on
-            _scheduled = False
+            if _scheduled is not page:
+                return  # released meanwhile: its page closed (never queued again), queue moved on
+            _scheduled = None
             try:
                 with set_curdoc(doc):
                     more = not page.closed and page.show_one()
@@ -96,9 +95,9 @@ def _schedule_next() -> None:
         except Exception:  # noqa: BLE001 - the session is gone: drop its page
             log.debug("session closed before its panels were shown", exc_info=True)
             continue
-        _scheduled = (token, page)
+        _scheduled = page
 
 
 def waiting() -> int:
     """Pages with panels still to show (diagnostics and tests)."""
-    return len(_waiting) + bool(_scheduled)
+    return len(_waiting) + (_scheduled is not None)

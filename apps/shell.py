@@ -86,7 +86,8 @@ class HouseTemplate(pn.template.FastListTemplate):
     around every widget event and periodic callback of *any* session, and every page's spinner
     follows it, so with thirty pages open each event in one page wrote its busy value into all
     thirty documents twice, and each was patched out to its browser. Under the 30-session load
-    test, 12 % of the event loop's time went to that bookkeeping (py-spy, 2026-11-29), and the
+    test that bookkeeping was in 12 % of the samples in which the server held the GIL (py-spy
+    ``--gil``, 2026-11-29; the event loop held it in 96 % of them), and the
     spinner told a visitor that someone, somewhere, was busy. A page's own status line says
     when its view is being computed (:meth:`StatusLine.computing`).
     """

@@ -936,7 +936,7 @@ def print_load(result: LoadResult) -> None:
         f"{result.change_s:.0f} s ({rate:.1f} changes/s); client CPU {result.client_cpu_s:.0f} s"
     )
     if result.server_cpu_s is not None and result.change_s:
-        # Under 1 core with every session waiting: one event loop sets the rate, not the CPU.
+        # Under 1 core while every session waits: the CPU is not what sets the rate.
         print(
             f"server CPU during the changes: {result.server_cpu_s:.0f} s, "
             f"{result.server_cpu_s / result.change_s:.2f} of {os.cpu_count()} cores"
